@@ -1,0 +1,184 @@
+"""Gswarm settings: the only module that reads the environment.
+
+Every setting is a field of :class:`Settings` with its environment variable, default and
+meaning next to it. ``Settings.from_env()`` builds one from ``os.environ``; CLI flags override
+single fields with ``dataclasses.replace``. The README's configuration table is generated
+from :func:`describe` (``gswarm config``), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gswarm.errors import ConfigError
+
+#: The repository root (the folder holding ``pyproject.toml``) in a source checkout.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, documented configuration of a Gswarm process."""
+
+    app_id: str = _setting(
+        "GSWARM_APP_ID", "gswarm",
+        "Faust app id: consumer group, prefix of every topic name and of changelog topics.",
+    )
+    broker: str = _setting(
+        "GSWARM_BROKER", "127.0.0.1:9092",
+        "Kafka bootstrap servers (host:port, comma separated).",
+    )
+    partitions: int = _setting(
+        "GSWARM_PARTITIONS", 8,
+        "Partitions of the tick topic (and so of every table): the number of shards.",
+    )
+    replication: int = _setting(
+        "GSWARM_REPLICATION", 1,
+        "Replication factor of Gswarm's topics and of Faust's changelog topics.",
+    )
+    data_dir: Path = _setting(
+        "GSWARM_DATA_DIR", PROJECT_ROOT / ".gswarm" / "data",
+        "Worker state (RocksDB tables); one sub-folder per worker.",
+    )
+    web_host: str = _setting(
+        "GSWARM_WEB_HOST", "127.0.0.1", "Address the worker's web server binds.",
+    )
+    web_port: int = _setting("GSWARM_WEB_PORT", 6066, "Port of the worker's web server.")
+    lean: bool = _setting(
+        "GSWARM_LEAN", True,
+        "Lean mode: one worker owns every partition, small RocksDB caches, no standbys.",
+    )
+    retention_s: float = _setting(
+        "GSWARM_RETENTION_S", 3600.0,
+        "Sliding window of fact history kept, in seconds of event time.",
+    )
+    prune_interval_s: float = _setting(
+        "GSWARM_PRUNE_INTERVAL_S", 30.0, "How often the pruner runs, in seconds.",
+    )
+    batch_max: int = _setting(
+        "GSWARM_BATCH_MAX", 4000,
+        "Ingest batch: flush after this many messages (or after GSWARM_BATCH_WITHIN_S).",
+    )
+    batch_within_s: float = _setting(
+        "GSWARM_BATCH_WITHIN_S", 0.02,
+        "Ingest batch: flush after this many seconds (or at GSWARM_BATCH_MAX messages).",
+    )
+    max_message_bytes: int = _setting(
+        "GSWARM_MAX_MESSAGE_BYTES", 1_048_576,
+        "Largest tick message accepted; larger ones are dead-lettered as oversized.",
+    )
+    kafka_dir: Path = _setting(
+        "GSWARM_KAFKA_DIR", PROJECT_ROOT / ".gswarm" / "kafka",
+        "Local broker: its data, logs, properties and PID file.",
+    )
+    kafka_libs: Path = _setting(
+        "GSWARM_KAFKA_LIBS", PROJECT_ROOT / ".gswarm" / "kafka-libs",
+        "Local broker: the Kafka jars fetched by Maven.",
+    )
+    kafka_port: int = _setting(
+        "GSWARM_KAFKA_PORT", 9092, "Local broker: client listener port on 127.0.0.1.",
+    )
+    kafka_controller_port: int = _setting(
+        "GSWARM_KAFKA_CONTROLLER_PORT", 9093,
+        "Local broker: KRaft controller listener port on 127.0.0.1.",
+    )
+    kafka_heap: str = _setting(
+        "GSWARM_KAFKA_HEAP", "512m", "Local broker: JVM heap cap (-Xmx).",
+    )
+    log_level: str = _setting("GSWARM_LOG_LEVEL", "info", "Log level of Gswarm processes.")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); unknown values fail clearly."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.metadata["env"], raw, type(f.default))
+        return cls(**values).validated()
+
+    def override(self, **changes: Any) -> Settings:
+        """Return a copy with the non-``None`` ``changes`` applied (CLI flags)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **given).validated() if given else self
+
+    def validated(self) -> Settings:
+        """Check ranges; raise :class:`ConfigError` naming the variable on a bad value."""
+        checks = [
+            ("partitions", self.partitions >= 1),
+            ("replication", self.replication >= 1),
+            ("batch_max", self.batch_max >= 1),
+            ("batch_within_s", self.batch_within_s > 0),
+            ("retention_s", self.retention_s > 0),
+            ("prune_interval_s", self.prune_interval_s > 0),
+            ("web_port", 0 < self.web_port < 65536),
+            ("kafka_port", 0 < self.kafka_port < 65536),
+            ("kafka_controller_port", 0 < self.kafka_controller_port < 65536),
+            ("max_message_bytes", self.max_message_bytes >= 1024),
+        ]
+        for name, ok in checks:
+            if not ok:
+                env = _field(name).metadata["env"]
+                raise ConfigError(f"{env}={getattr(self, name)!r} is out of range")
+        return self
+
+    @property
+    def tick_topic(self) -> str:
+        return f"{self.app_id}-ticks"
+
+    @property
+    def deadletter_topic(self) -> str:
+        return f"{self.app_id}-deadletters"
+
+    @property
+    def signals_topic(self) -> str:
+        return f"{self.app_id}-signals"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    return next(f for f in dataclasses.fields(Settings) if f.name == name)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(env: str, raw: str, typ: type[Any]) -> Any:
+    try:
+        if typ is bool:
+            low = raw.strip().lower()
+            if low not in _TRUE | _FALSE:
+                raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+            return low in _TRUE
+        if issubclass(typ, Path):
+            return Path(raw).expanduser().resolve()
+        return typ(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{env}={raw!r}: {exc}") from exc
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) for every setting, in declaration order."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, Path):
+            default = "./" + str(default.relative_to(PROJECT_ROOT))
+        elif isinstance(default, bool):
+            default = "1" if default else "0"
+        rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
+    return rows

@@ -1,0 +1,293 @@
+"""A real single-node Apache Kafka broker (KRaft, combined broker + controller) on 127.0.0.1.
+
+The jars come from Maven Central through the POM in ``docker/kafka/pom.xml``; the broker runs
+as ``java -cp 'libs/*' kafka.Kafka server.properties`` with its data, logs, properties and PID
+file under ``Settings.kafka_dir``. Start and stop are idempotent, and the broker is only ever
+stopped by the PID this module recorded (checked against the process's command line, so a
+recycled PID is never signalled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from gswarm.config import PROJECT_ROOT, Settings
+from gswarm.errors import BrokerError, MissingToolError
+
+KAFKA_MAIN = "kafka.Kafka"
+POM = PROJECT_ROOT / "docker" / "kafka" / "pom.xml"
+LOG4J = PROJECT_ROOT / "docker" / "kafka" / "log4j.properties"
+
+INSTALL_HINT = {
+    "java": "install a JDK 17 or newer (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless)",
+    "mvn": "install Apache Maven (Debian/Ubuntu: apt-get install maven)",
+}
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``gswarm kafka status`` reports."""
+
+    running: bool
+    pid: int | None
+    answering: bool
+    bootstrap: str
+
+
+def require_tool(name: str) -> str:
+    """Path of ``name`` on PATH, or a :class:`MissingToolError` that says what to install."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingToolError(f"`{name}` was not found on PATH: {INSTALL_HINT[name]}")
+    return path
+
+
+class LocalBroker:
+    """Fetch, start, check and stop the project's local Kafka broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.kafka_dir
+        self.libs = settings.kafka_libs
+        self.data = self.home / "data"
+        self.logs = self.home / "logs"
+        self.properties = self.home / "server.properties"
+        self.pidfile = self.home / "broker.pid"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.settings.kafka_port}"
+
+    # -- jars ------------------------------------------------------------------------------
+
+    def jars_present(self) -> bool:
+        return any(self.libs.glob("kafka_2.13-*.jar")) and any(
+            self.libs.glob("slf4j-reload4j-*.jar")
+        )
+
+    def fetch(self) -> None:
+        """Resolve the broker's jars from Maven Central into ``kafka_libs`` (once)."""
+        if self.jars_present():
+            return
+        mvn = require_tool("mvn")
+        require_tool("java")
+        self.libs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not self.jars_present():
+            raise BrokerError(
+                "fetching the Kafka jars failed: " + " ".join(cmd) + "\n"
+                + (proc.stdout + proc.stderr)[-4000:]
+            )
+
+    # -- process ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """PID of the running broker started from this folder, else ``None``."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        ours = KAFKA_MAIN.encode() in cmdline and str(self.properties).encode() in cmdline
+        return pid if ours else None
+
+    def write_properties(self) -> None:
+        s = self.settings
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{s.kafka_controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{s.kafka_port},"
+                f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data),
+            "num.partitions": str(s.partitions),
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "8",
+            # Fast failure detection: workers may use session timeouts of 1-3 s.
+            "group.min.session.timeout.ms": "1000",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are declared in topics/ and applied on purpose, never by accident.
+            "auto.create.topics.enable": "false",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "log.cleaner.threads": "1",
+            "log.retention.check.interval.ms": "60000",
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _java(self) -> list[str]:
+        return [
+            require_tool("java"),
+            f"-Xmx{self.settings.kafka_heap}", "-Xms128m",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{LOG4J}", f"-Dkafka.logs.dir={self.logs}",
+            "-cp", f"{self.libs}/*",
+        ]
+
+    def format_storage(self) -> None:
+        """Format the KRaft metadata log on first start (a fresh cluster id)."""
+        if (self.data / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [
+            *self._java(), "kafka.tools.StorageTool", "format",
+            "-t", cluster_id, "-c", str(self.properties),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
+
+    def start(self, timeout: float = 90.0) -> bool:
+        """Start the broker unless it runs; wait until it answers. True if it was started."""
+        if self.pid() is not None:
+            wait_until_answering(self.bootstrap, timeout)
+            return False
+        self.fetch()
+        self.write_properties()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.format_storage()
+        out = (self.logs / "kafka.out").open("ab")
+        proc = subprocess.Popen(
+            [*self._java(), KAFKA_MAIN, str(self.properties)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the caller's terminal must not kill it
+        )
+        out.close()
+        self.pidfile.write_text(f"{proc.pid}\n")
+        try:
+            wait_until_answering(self.bootstrap, timeout, proc=proc)
+        except BrokerError:
+            self.stop()
+            raise BrokerError(
+                f"the broker did not answer on {self.bootstrap} within {timeout:.0f}s; "
+                f"last lines of {self.logs / 'kafka.out'}:\n{self._tail()}"
+            ) from None
+        return True
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker by its PID (SIGTERM, then SIGKILL). True if one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_exit(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, 10.0)
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the broker (tests of broker outages)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, 10.0)
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        answering = pid is not None and answers(self.bootstrap, timeout=5.0)
+        return BrokerStatus(pid is not None, pid, answering, self.bootstrap)
+
+    def _tail(self, lines: int = 30) -> str:
+        try:
+            text = (self.logs / "kafka.out").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # Reap it if it is our child; otherwise just probe it.
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return True
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if _is_zombie(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def _metadata(bootstrap: str, timeout: float) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+    )
+    try:
+        await asyncio.wait_for(client.start(), timeout)
+        info = await asyncio.wait_for(client.describe_cluster(), timeout)
+        return bool(info.get("brokers"))
+    except Exception:
+        return False
+    finally:
+        await client.close()
+
+
+def answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True if a broker at ``bootstrap`` answers a metadata request."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:  # a cheap probe first, so a closed port does not make aiokafka log errors
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError:
+        return False
+    return asyncio.run(_metadata(bootstrap, timeout))
+
+
+def wait_until_answering(
+    bootstrap: str, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BrokerError(f"the broker exited with status {proc.returncode}")
+        if answers(bootstrap, timeout=3.0):
+            return
+        time.sleep(0.3)
+    raise BrokerError(f"no broker answered on {bootstrap} within {timeout:.0f}s")
