@@ -1,0 +1,181 @@
+"""Datoms and the byte layout that makes RocksDB's key order the EAVT index order.
+
+A datom is (entity, attribute, value, tx, op): entity = market id, tx = (event time in ms,
+seq) with ``seq = offset << 16 | index`` (partition offset, position in the message). Both
+halves come from the event, never from the worker's clock, so a redelivered message rewrites
+the same keys (replays are idempotent), and ticks with the same event time keep their
+arrival order. (The same bet sent twice at two offsets is caught before it is written: see
+:mod:`gswarm.core.ingest`.)
+
+Keys (all integers big-endian, so byte order is numeric order)::
+
+    F <market> 00 <attr:1> <ts:8> <seq:8>   a datom: one market's history of one attribute
+                                            is one contiguous range, in time order
+    S <market> 00 <ts:8> <seq:8>            a segment: the ticks of one market in one batch
+    M <market>                              the market record: latest values, rolling state
+
+Market ids never contain NUL (ticks validation rejects control characters), so the ``00``
+separator keeps ``m-1`` and ``m-10`` apart and every prefix scan exact.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+FACT, SEGMENT, MARKET = b"F", b"S", b"M"
+SEP = b"\x00"
+_TX = struct.Struct(">QQ")
+_F64 = struct.Struct("<d")
+_U32 = struct.Struct("<I")
+SEGMENT_VERSION = 1
+RECORD_VERSION = 1
+
+#: Attribute name -> one-byte code. Order inside a market follows the code.
+ATTRIBUTES: dict[str, int] = {
+    "tick/probability": 1,
+    "tick/volume": 2,
+    "tick/trader": 3,
+    "tick/outcome": 4,
+    "market/alpha": 5,
+}
+ATTRIBUTE_NAMES = {code: name for name, code in ATTRIBUTES.items()}
+
+Tx = tuple[int, int]
+
+
+def seq_for(offset: int, index: int) -> int:
+    """The event-derived second half of a tx (see the module docstring)."""
+    return (offset << 16) | (index & 0xFFFF)
+
+
+def market_prefix(market: str) -> bytes:
+    return market.encode() + SEP
+
+
+def fact_key(market: str, attr: int, ts: int, seq: int) -> bytes:
+    return FACT + market_prefix(market) + bytes((attr,)) + _TX.pack(ts, seq)
+
+
+def attr_prefix(market: str, attr: int) -> bytes:
+    return FACT + market_prefix(market) + bytes((attr,))
+
+
+def segment_key(market: str, ts: int, seq: int) -> bytes:
+    return SEGMENT + market_prefix(market) + _TX.pack(ts, seq)
+
+
+def market_key(market: str) -> bytes:
+    return MARKET + market.encode()
+
+
+def split_fact_key(key: bytes) -> tuple[str, int, int, int]:
+    """(market, attr, ts, seq) of a datom key."""
+    sep = key.index(SEP, 1)
+    ts, seq = _TX.unpack_from(key, sep + 2)
+    return key[1:sep].decode(), key[sep + 1], ts, seq
+
+
+def split_segment_key(key: bytes) -> tuple[str, int, int]:
+    sep = key.index(SEP, 1)
+    ts, seq = _TX.unpack_from(key, sep + 1)
+    return key[1:sep].decode(), ts, seq
+
+
+def tx_bytes(ts: int, seq: int) -> bytes:
+    return _TX.pack(ts, seq)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The new ticks of one market in one batch, with the market record after them.
+
+    This is the value of the one changelog message a batch writes per market; the store
+    expands it into datoms and the market record.
+    """
+
+    market: str
+    ts: NDArray[np.int64]
+    seq: NDArray[np.uint64]
+    prob: NDArray[np.float64]
+    volume: NDArray[np.float64]
+    trader: list[str]
+    outcome: list[str]
+    alpha: NDArray[np.float32]  # (n, DIM) unit vectors
+    record: bytes  # the encoded market record after this segment
+
+    @property
+    def key(self) -> bytes:
+        return segment_key(self.market, int(self.ts[0]), int(self.seq[0]))
+
+    def encode(self) -> bytes:
+        header = orjson.dumps({
+            "m": self.market, "n": len(self.ts), "d": int(self.alpha.shape[1]),
+            "tr": self.trader, "oc": self.outcome,
+        })
+        return b"".join((
+            bytes((SEGMENT_VERSION,)), _U32.pack(len(header)), header,
+            _U32.pack(len(self.record)), self.record,
+            self.ts.astype("<i8").tobytes(), self.seq.astype("<u8").tobytes(),
+            self.prob.astype("<f8").tobytes(), self.volume.astype("<f8").tobytes(),
+            self.alpha.astype("<f4").tobytes(),
+        ))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Segment:
+        if not data or data[0] != SEGMENT_VERSION:
+            raise ValueError(f"unknown segment format {data[:1]!r}")
+        pos = 1
+        (hlen,) = _U32.unpack_from(data, pos)
+        header = orjson.loads(data[pos + 4: pos + 4 + hlen])
+        pos += 4 + hlen
+        (rlen,) = _U32.unpack_from(data, pos)
+        record = data[pos + 4: pos + 4 + rlen]
+        pos += 4 + rlen
+        n, dim = header["n"], header["d"]
+
+        def take(dtype: str, count: int) -> NDArray[Any]:
+            nonlocal pos
+            arr = np.frombuffer(data, dtype=dtype, count=count, offset=pos)
+            pos += arr.nbytes
+            return arr
+
+        ts, seq = take("<i8", n), take("<u8", n)
+        prob, vol = take("<f8", n), take("<f8", n)
+        alpha = take("<f4", n * dim).reshape(n, dim)
+        return cls(header["m"], ts, seq, prob, vol, header["tr"], header["oc"], alpha, record)
+
+    def datoms(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every datom in the segment."""
+        out: list[tuple[bytes, bytes]] = []
+        prefix = FACT + market_prefix(self.market)
+        codes = ATTRIBUTES
+        p_prob = prefix + bytes((codes["tick/probability"],))
+        p_vol = prefix + bytes((codes["tick/volume"],))
+        p_tr = prefix + bytes((codes["tick/trader"],))
+        p_oc = prefix + bytes((codes["tick/outcome"],))
+        p_al = prefix + bytes((codes["market/alpha"],))
+        alpha = self.alpha.astype("<f4")
+        for i, (ts, seq) in enumerate(zip(self.ts.tolist(), self.seq.tolist(), strict=True)):
+            tx = _TX.pack(ts, seq)
+            out.append((p_prob + tx, _F64.pack(self.prob[i])))
+            out.append((p_vol + tx, _F64.pack(self.volume[i])))
+            out.append((p_tr + tx, self.trader[i].encode()))
+            out.append((p_oc + tx, self.outcome[i].encode()))
+            out.append((p_al + tx, alpha[i].tobytes()))
+        return out
+
+
+def decode_value(attr: int, value: bytes) -> Any:
+    """The Python value of a datom's stored bytes."""
+    name = ATTRIBUTE_NAMES[attr]
+    if name in ("tick/probability", "tick/volume"):
+        return _F64.unpack(value)[0]
+    if name == "market/alpha":
+        return np.frombuffer(value, dtype="<f4").tolist()
+    return value.decode()

@@ -1,0 +1,51 @@
+"""Key layout: byte order is EAVT order; segments round-trip; seq derives from the event."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gswarm.core.facts import (
+    ATTRIBUTES,
+    Segment,
+    attr_prefix,
+    fact_key,
+    seq_for,
+    split_fact_key,
+)
+
+
+def test_byte_order_is_entity_attribute_time_order() -> None:
+    keys = [
+        fact_key(m, a, ts, seq)
+        for m in ("m-1", "m-10", "m-2")
+        for a in (1, 5)
+        for ts, seq in ((5, 1), (1_000, 0), (2**40, 7), (2**40, 8))
+    ]
+    expected = sorted(keys, key=lambda k: (split_fact_key(k)[0].encode(), *split_fact_key(k)[1:]))
+    assert sorted(keys) == expected
+    # one market's history of one attribute is one contiguous range
+    inside = [k for k in sorted(keys) if k.startswith(attr_prefix("m-1", 1))]
+    assert [split_fact_key(k)[0] for k in inside] == ["m-1"] * 4
+
+
+def test_seq_is_event_derived_and_in_arrival_order() -> None:
+    assert seq_for(5, 2) == (5 << 16) | 2
+    assert seq_for(5, 2) < seq_for(5, 3) < seq_for(6, 0)
+
+
+def test_segment_round_trip_and_datoms() -> None:
+    n, dim = 3, 21
+    seg = Segment(
+        market="m-1", ts=np.array([3, 1, 2], dtype=np.int64),
+        seq=np.array([1, 2, 3], dtype=np.uint64), prob=np.array([0.1, 0.2, 0.3]),
+        volume=np.array([1.0, 0.0, 2.5]), trader=["a", "b", "c"], outcome=["YES", "NO", "YES"],
+        alpha=np.arange(n * dim, dtype=np.float32).reshape(n, dim), record=b"\x01rec",
+    )
+    back = Segment.decode(seg.encode())
+    assert back.market == "m-1" and back.record == b"\x01rec"
+    for name in ("ts", "seq", "prob", "volume", "alpha"):
+        assert np.array_equal(getattr(back, name), getattr(seg, name))
+    assert back.trader == seg.trader and back.outcome == seg.outcome
+    datoms = seg.datoms()
+    assert len(datoms) == n * len(ATTRIBUTES)
+    assert len({k for k, _ in datoms}) == len(datoms)
