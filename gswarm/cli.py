@@ -154,3 +154,210 @@ def topics_list(settings: Settings) -> None:
         )
         cfg = ", ".join(f"{k}={v}" for k, v in spec.configs.items())
         click.echo(f"{spec.name:<28} declared {spec.partitions} partitions, {cfg}; broker: {have}")
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+@cli.command("worker")
+@click.option("--name", default="worker", help="Sub-folder of the data dir for its state.")
+@pass_settings
+def worker_cmd(settings: Settings, name: str) -> None:
+    """Run one worker in the foreground (same as `faust -A gswarm.app worker -l info`)."""
+    import os
+
+    from gswarm.runner import WorkerProcess
+
+    wp = WorkerProcess(settings, name)
+    wp.datadir.mkdir(parents=True, exist_ok=True)
+    os.execvpe(wp.command()[0], wp.command(), {**os.environ, **settings.to_env()})
+
+
+@cli.command("run")
+@click.option("--markets", default=500, show_default=True, help="Synthetic markets.")
+@click.option("--rate", default=2000.0, show_default=True, help="Synthetic ticks per second.")
+@click.option("--seed", default=1, show_default=True)
+@pass_settings
+def run_cmd(settings: Settings, markets: int, rate: float, seed: int) -> None:
+    """The main job: local broker, topics, a lean worker, the synthetic feed (Ctrl-C stops)."""
+    from gswarm.feeds.producer import produce
+    from gswarm.feeds.synthetic import synthetic_ticks
+    from gswarm.kafka.broker import LocalBroker
+    from gswarm.kafka.topics import apply
+    from gswarm.runner import WorkerProcess
+
+    broker = LocalBroker(settings)
+    started = broker.start()
+    click.echo(f"kafka: {'started' if started else 'already running'} on {broker.bootstrap}")
+    report = asyncio.run(apply(settings))
+    click.echo(f"topics: created {report.created or 'none'}; drift {report.drift or 'none'}")
+    worker = WorkerProcess(settings, "worker")
+    worker.start()
+    click.echo(f"worker: pid {worker.pid}, log {worker.log_path}; waiting for partitions...")
+    try:
+        worker.wait_ready()
+        click.echo(f"worker: ready, API on {settings.web_url}/api/stats")
+        click.echo(f"feed: synthetic, {markets} markets at {rate:.0f} ticks/s (Ctrl-C stops)")
+        ticks = synthetic_ticks(markets, 10**12, seed, rate=rate)
+        asyncio.run(produce(settings.broker, settings.tick_topic, ticks, rate=rate))
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        worker.stop()
+        click.echo("worker stopped; the broker keeps running (make kafka-down stops it)")
+
+
+# -- feeds -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def feed() -> None:
+    """Kafka producers of ticks."""
+
+
+@feed.command("synthetic")
+@click.option("--markets", default=1000, show_default=True)
+@click.option("--rate", default=0.0, show_default=True, help="Ticks per second (0: max).")
+@click.option("--count", default=100_000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--array", "array_size", default=1, show_default=True,
+              help="Ticks per message (arrays of one market's ticks).")
+@pass_settings
+def feed_synthetic(
+    settings: Settings, markets: int, rate: float, count: int, seed: int, array_size: int
+) -> None:
+    """Seeded synthetic ticks: Zipf-skewed markets, bounded random walks."""
+    from gswarm.feeds.producer import produce
+    from gswarm.feeds.synthetic import synthetic_ticks
+
+    ticks = synthetic_ticks(markets, count, seed, rate=rate or 1000.0)
+    summary = asyncio.run(produce(
+        settings.broker, settings.tick_topic, ticks, rate=rate or None,
+        array_size=array_size, total=count,
+    ))
+    click.echo(str(summary))
+
+
+@feed.command("replay")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--market", help="Market id (required for a CSV export, which has none).")
+@click.option("--speedup", default=0.0, show_default=True,
+              help="Replay speed relative to the original (0: as fast as possible).")
+@pass_settings
+def feed_replay(settings: Settings, path: Path, market: str | None, speedup: float) -> None:
+    """Replay a Manifold bets file (CSV export or JSON bets) in original order."""
+    from gswarm.feeds.producer import produce
+    from gswarm.feeds.replay import paced, read_bets
+
+    result = read_bets(path, market)
+    for line, reason in result.errors:
+        click.echo(f"{path}:{line}: skipped: {reason}", err=True)
+    summary = asyncio.run(produce(
+        settings.broker, settings.tick_topic, paced(result.ticks, speedup),
+        total=len(result.ticks),
+    ))
+    click.echo(f"{summary}; {result.skipped} bets skipped (redemptions, unfilled orders), "
+               f"{len(result.errors)} bad rows")
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+def _ask(settings: Settings, path: str, **params: Any) -> None:
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    url = f"{settings.web_url}{path}" + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            click.echo(json.dumps(json.loads(resp.read()), indent=2))
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        raise GswarmError(f"{exc.code} from {url}: {body}") from None
+    except urllib.error.URLError as exc:
+        raise GswarmError(f"no worker answers at {settings.web_url} ({exc.reason})") from None
+
+
+@cli.group()
+def query() -> None:
+    """Ask a running worker (its web API; routed to the partition's owner)."""
+
+
+@query.command("latest")
+@click.argument("market")
+@pass_settings
+def q_latest(settings: Settings, market: str) -> None:
+    """Latest state of a market."""
+    _ask(settings, f"/api/markets/{_quote(market)}")
+
+
+@query.command("history")
+@click.argument("market")
+@click.option("--attr", default="tick/probability", show_default=True)
+@click.option("--from", "start", type=int, help="Event time (ms), inclusive.")
+@click.option("--to", "end", type=int, help="Event time (ms), inclusive.")
+@click.option("--limit", type=int, default=1000, show_default=True)
+@pass_settings
+def q_history(settings: Settings, market: str, attr: str, start: int | None,
+              end: int | None, limit: int) -> None:
+    """A market's series of one attribute between two times."""
+    _ask(settings, f"/api/markets/{_quote(market)}/history", attr=attr, limit=limit,
+         **{"from": start, "to": end})
+
+
+@query.command("asof")
+@click.argument("market")
+@click.argument("t", type=int)
+@click.option("--attr", default="tick/probability", show_default=True)
+@pass_settings
+def q_asof(settings: Settings, market: str, t: int, attr: str) -> None:
+    """The value of an attribute of a market at time T (ms)."""
+    _ask(settings, f"/api/markets/{_quote(market)}/asof", t=t, attr=attr)
+
+
+@query.command("since")
+@click.argument("market")
+@click.argument("ts", type=int)
+@click.option("--seq", type=int, help="Second half of the tx (default: after all of ts).")
+@pass_settings
+def q_since(settings: Settings, market: str, ts: int, seq: int | None) -> None:
+    """Datoms of a market after the tx (TS, SEQ)."""
+    _ask(settings, f"/api/markets/{_quote(market)}/since", ts=ts, seq=seq)
+
+
+@query.command("search")
+@click.argument("prefix", default="")
+@click.option("--limit", type=int, default=100, show_default=True)
+@pass_settings
+def q_search(settings: Settings, prefix: str, limit: int) -> None:
+    """Market ids starting with PREFIX."""
+    _ask(settings, "/api/markets", prefix=prefix, limit=limit)
+
+
+@query.command("similar")
+@click.argument("market")
+@click.option("-k", type=int, default=10, show_default=True)
+@click.option("--min", "min_score", type=float, default=-1.0, show_default=True)
+@pass_settings
+def q_similar(settings: Settings, market: str, k: int, min_score: float) -> None:
+    """Top-k markets most similar to MARKET (cosine over alpha vectors)."""
+    _ask(settings, f"/api/similar/{_quote(market)}", k=k, min=min_score)
+
+
+@query.command("screen")
+@click.argument("component")
+@click.argument("op", type=click.Choice(["gt", "ge", "lt", "le"]))
+@click.argument("value", type=float)
+@pass_settings
+def q_screen(settings: Settings, component: str, op: str, value: float) -> None:
+    """Markets whose alpha COMPONENT compares OP to VALUE (e.g. rsi14 gt 0.7)."""
+    _ask(settings, "/api/screen", component=component, op=op, value=value)
+
+
+def _quote(market: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(market, safe="")

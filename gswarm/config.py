@@ -132,6 +132,16 @@ class Settings:
                 raise ConfigError(f"{env}={getattr(self, name)!r} is out of range")
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes (workers)."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(
+                value
+            )
+        return env
+
     @property
     def tick_topic(self) -> str:
         return f"{self.app_id}-ticks"

@@ -1,0 +1,76 @@
+"""The RocksDB store behind the ``facts`` table: segments in, EAVT datoms on disk.
+
+Faust sees a table whose keys are segment keys and whose values are encoded segments (one
+changelog message per market per batch). Whenever a segment is written -- by the agent, by
+changelog recovery, or by a standby replica reading the changelog -- this store also writes
+the segment's datoms and the market record it carries into the same partition database, in
+one RocksDB write batch. Queries then are range scans over ordered keys (see
+:mod:`gswarm.core.facts`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import rocksdict
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.streams import current_event
+from faust.types import TP, EventT
+
+from gswarm.core.facts import SEGMENT, Segment, market_key
+
+
+class FactStore(RocksDBStore):
+    """Faust's RocksDB store (rocksdict) with segment expansion."""
+
+    def db(self, partition: int) -> Any:
+        """The rocksdict database of one partition (opened on first use)."""
+        return self._db_for_partition(partition)
+
+    def open_partitions(self) -> list[int]:
+        return sorted(self._dbs)
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        event = current_event()
+        assert event is not None, "facts are written while processing an event"
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        _expand(batch, key, value)
+        self._db_for_partition(event.message.partition).write(batch)
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        """Recovery and standbys: expand each changelog segment exactly like a live write."""
+        batches: dict[int, rocksdict.WriteBatch] = defaultdict(
+            lambda: rocksdict.WriteBatch(raw_mode=True)
+        )
+        offsets: dict[TP, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
+            if msg.key is not None:
+                _expand(batches[msg.partition], msg.key, msg.value)
+        for partition, wb in batches.items():
+            self._db_for_partition(partition).write(wb)
+        for tp, offset in offsets.items():
+            self.set_persisted_offset(tp, offset)
+
+
+def _expand(batch: rocksdict.WriteBatch, key: bytes, value: bytes | None) -> None:
+    if value is None:
+        # A tombstone (the pruner's, issue 5) removes the segment entry; its datoms are
+        # deleted by the pruner's range deletes.
+        batch.delete(key)
+        return
+    batch.put(key, value)
+    if not key.startswith(SEGMENT):
+        return
+    segment = Segment.decode(value)
+    for k, v in segment.datoms():
+        batch.put(k, v)
+    batch.put(market_key(segment.market), segment.record)

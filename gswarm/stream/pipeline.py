@@ -1,0 +1,161 @@
+"""The ingest step for one batch of tick-topic events: decode, dead-letter, group, write.
+
+Kept apart from the agent so it stays thin: the agent hands a batch here, this module calls
+the pure core (:mod:`gswarm.core.ticks`, :mod:`gswarm.core.ingest`) and writes one segment
+per market into the facts table, under an event of that market's partition (a Faust table
+may only be changed under an event of the partition that owns the key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust.streams
+from aiokafka.partitioner import murmur2
+from faust.types import EventT
+
+from gswarm.core.facts import market_key
+from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
+from gswarm.core.ticks import Rejected, decode
+
+
+@dataclass
+class Counters:
+    """Per-process counters (also exported as metrics)."""
+
+    messages: int = 0
+    items: int = 0  # ticks offered: one per single-tick message, one per array element
+    ticks: int = 0  # ticks turned into facts (first time applied)
+    duplicates: int = 0  # ticks skipped as redeliveries or duplicate bets
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    batch_markets: int = 0  # sum over batches of the distinct markets in the batch
+    segments: int = 0
+    last_batch_size: int = 0
+    last_flush_ms: float = 0.0
+    started: float = field(default_factory=time.time)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages, "items": self.items, "ticks": self.ticks,
+            "duplicates": self.duplicates,
+            "dead_letters": dict(self.dead_letters),
+            "dead_letters_total": sum(self.dead_letters.values()),
+            "batches": self.batches, "batch_markets": self.batch_markets,
+            "segments": self.segments,
+            "last_batch_size": self.last_batch_size, "last_flush_ms": self.last_flush_ms,
+            "uptime_s": time.time() - self.started,
+        }
+
+
+counters = Counters()
+
+
+@contextlib.contextmanager
+def under_event(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` the current event, so table writes go to its partition.
+
+    A batch from ``take_events`` mixes partitions; Faust addresses a table write (store
+    database and changelog partition) by the *current* event, so each market's write is made
+    under one of that market's own events.
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+class Partitioning:
+    """Checks that a message sits on the partition its key hashes to (murmur2)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[bytes, int], int] = {}
+
+    def expected(self, key: bytes, partitions: int) -> int:
+        hit = self._cache.get((key, partitions))
+        if hit is None:
+            if len(self._cache) > 500_000:
+                self._cache.clear()
+            hit = self._cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
+        return hit
+
+
+class Ingest:
+    """Processes batches of tick events for one worker."""
+
+    def __init__(
+        self, facts: Any, deadletter_topic: Any, partitions: int, max_message_bytes: int
+    ) -> None:
+        self.facts = facts
+        self.deadletters = deadletter_topic
+        self.partitions = partitions
+        self.max_bytes = max_message_bytes
+        self.partitioning = Partitioning()
+
+    async def handle(self, events: Sequence[EventT[Any]]) -> None:
+        started = time.perf_counter()
+        groups: dict[str, list[Arrival]] = defaultdict(list)
+        owner: dict[str, EventT[Any]] = {}
+        for event in events:
+            msg = event.message
+            counters.messages += 1
+            if msg.key is not None and msg.partition != self.partitioning.expected(
+                msg.key, self.partitions
+            ):
+                counters.items += 1
+                await self.dead_letter(event, Rejected(
+                    "wrong_partition",
+                    f"on partition {msg.partition}, key hashes to "
+                    f"{self.partitioning.expected(msg.key, self.partitions)}",
+                ))
+                continue
+            good, bad = decode(msg.value, msg.key, self.max_bytes)
+            counters.items += len(good) + len(bad)
+            for rejected in bad:
+                await self.dead_letter(event, rejected)
+            for index, tick in good:
+                groups[tick.market].append(Arrival(msg.offset, index, tick))
+                owner[tick.market] = event
+        for market, arrivals in groups.items():
+            self.write_market(owner[market], market, arrivals)
+        counters.batches += 1
+        counters.batch_markets += len(groups)
+        counters.last_batch_size = len(events)
+        counters.last_flush_ms = (time.perf_counter() - started) * 1000
+
+    def write_market(self, event: EventT[Any], market: str, arrivals: list[Arrival]) -> None:
+        db = self.facts.data.db(event.message.partition)
+        raw = db.get(market_key(market))
+        record = MarketRecord.decode(raw) if raw is not None else None
+        _, segment, skipped = apply_ticks(record, market, arrivals)
+        counters.duplicates += skipped
+        if segment is None:
+            return
+        with under_event(event):
+            self.facts[segment.key] = segment.encode()
+        counters.ticks += len(segment.ts)
+        counters.segments += 1
+
+    async def dead_letter(self, event: EventT[Any], rejected: Rejected) -> None:
+        """Send the original bytes with the reason and origin to the dead-letter topic."""
+        msg = event.message
+        counters.dead_letters[rejected.reason] += 1
+        headers = {
+            "gswarm-reason": rejected.reason.encode(),
+            "gswarm-detail": rejected.detail[:1000].encode(),
+            "gswarm-topic": msg.topic.encode(),
+            "gswarm-partition": str(msg.partition).encode(),
+            "gswarm-offset": str(msg.offset).encode(),
+            "gswarm-time-ms": str(int(time.time() * 1000)).encode(),
+        }
+        if rejected.index is not None:
+            headers["gswarm-index"] = str(rejected.index).encode()
+        value = rejected.element if rejected.element is not None else msg.value
+        await self.deadletters.send(key=msg.key, value=value, headers=headers)

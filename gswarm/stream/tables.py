@@ -1,0 +1,56 @@
+"""Gswarm's tables and topics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from gswarm.stream.app import app, settings
+from gswarm.stream.factstore import FactStore
+
+
+def rocksdb_options(lean: bool) -> dict[str, Any]:
+    """RocksDB sizing for a 2-core, small-memory machine (per partition database)."""
+    mib = 1024 * 1024
+    return {
+        "block_cache_size": (4 if lean else 16) * mib,
+        "block_cache_compressed_size": 0,
+        "write_buffer_size": (4 if lean else 16) * mib,
+        "max_write_buffer_number": 2,
+        "target_file_size_base": 16 * mib,
+        "max_open_files": 256,
+    }
+
+
+class FactTable(faust.Table[bytes, bytes]):
+    """A table whose store expands segments into EAVT datoms (:mod:`factstore`)."""
+
+    def _new_store_by_url(self, url: Any) -> FactStore:
+        return FactStore(
+            url, self.app, self,
+            table_name=self.name, key_type=self.key_type,
+            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+            value_type=self.value_type, loop=self.loop, options=self.options,
+        )
+
+
+tick_topic = app.topic(
+    settings.tick_topic, key_type=bytes, value_type=bytes,
+    key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+)
+deadletter_topic = app.topic(
+    settings.deadletter_topic, key_type=bytes, value_type=bytes,
+    key_serializer="raw", value_serializer="raw",
+)
+
+facts = FactTable(
+    app,
+    name="facts",
+    beacon=app.tables.beacon,
+    key_type=bytes, value_type=bytes,  # bytes -> the "raw" codec
+    partitions=settings.partitions,
+    options=rocksdb_options(settings.lean),
+    help="Segments (one per market per batch) expanded into EAVT datoms and market records.",
+)
+app.tables.add(facts)

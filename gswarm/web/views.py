@@ -1,0 +1,183 @@
+"""The JSON API on Faust's web server (read-only).
+
+Requests about one market are routed to the worker that owns its partition
+(``app.table_route``); bad parameters get a 4xx with a JSON ``{"error": ...}`` body.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from gswarm.errors import NotFoundError, QueryError
+from gswarm.store import queries
+from gswarm.stream.app import app, settings
+from gswarm.stream.factstore import FactStore
+from gswarm.stream.pipeline import counters
+from gswarm.stream.tables import facts
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def json_errors(handler: Handler) -> Handler:
+    """Turn query errors into 4xx JSON answers; nothing escapes as a 500 with a traceback."""
+
+    @functools.wraps(handler)
+    async def wrapper(web: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(web, request, *args, **kwargs)
+        except NotFoundError as exc:
+            return web.json({"error": str(exc)}, status=404)
+        except QueryError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        except Unavailable as exc:
+            return web.json({"error": str(exc)}, status=503)
+
+    return wrapper
+
+
+class Unavailable(Exception):
+    """The partition is not served by this worker right now (rebalancing, recovering)."""
+
+
+def store() -> FactStore:
+    data = facts.data
+    assert isinstance(data, FactStore)
+    return data
+
+
+def owned_partitions() -> list[int]:
+    topic = facts.changelog_topic.get_topic_name()
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+def all_dbs() -> list[Any]:
+    return [store().db(p) for p in owned_partitions()]
+
+
+def market_db(market: str) -> Any:
+    queries.check_market(market)
+    partition = (murmur2(market.encode()) & 0x7FFFFFFF) % settings.partitions
+    if partition not in owned_partitions():
+        raise Unavailable(f"partition {partition} of {market!r} is not served here yet")
+    return store().db(partition)
+
+
+def _param(request: Any, name: str, default: Any, parse: Callable[[str], Any], kind: str) -> Any:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise QueryError(f"parameter {name!r} is required")
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise QueryError(f"parameter {name!r} must be {kind}, got {raw[:40]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise QueryError(f"parameter {name!r} must be finite")
+    return value
+
+
+def _int(request: Any, name: str, default: int | None = None) -> int:
+    return int(_param(request, name, default, int, "an integer"))
+
+
+def _float(request: Any, name: str, default: float | None = None) -> float:
+    return float(_param(request, name, default, float, "a number"))
+
+
+@app.page("/api/health")
+async def health(web: Any, request: Any) -> Any:
+    return web.json({"status": "ok", "partitions": owned_partitions()})
+
+
+@app.page("/api/stats")
+async def stats(web: Any, request: Any) -> Any:
+    return web.json({**counters.snapshot(), "partitions": owned_partitions()})
+
+
+@app.page("/api/markets/{market}")
+@app.table_route(table=facts, match_info="market")
+@json_errors
+async def market_latest(web: Any, request: Any, market: str) -> Any:
+    return web.json(queries.latest([market_db(market)], market))
+
+
+@app.page("/api/markets/{market}/history")
+@app.table_route(table=facts, match_info="market")
+@json_errors
+async def market_history(web: Any, request: Any, market: str) -> Any:
+    db = market_db(market)
+    queries.record([db], market)  # 404 for an unknown market
+    rows = queries.series(
+        db, market, request.query.get("attr", "tick/probability"),
+        _int(request, "from", 0), _int(request, "to", queries.MAX_TS),
+        _int(request, "limit", 1000),
+    )
+    return web.json({"market": market, "points": rows})
+
+
+@app.page("/api/markets/{market}/asof")
+@app.table_route(table=facts, match_info="market")
+@json_errors
+async def market_asof(web: Any, request: Any, market: str) -> Any:
+    db = market_db(market)
+    queries.record([db], market)
+    attr = request.query.get("attr", "tick/probability")
+    return web.json({"market": market, "attr": attr,
+                     "datom": queries.asof(db, market, attr, _int(request, "t"))})
+
+
+@app.page("/api/markets/{market}/since")
+@app.table_route(table=facts, match_info="market")
+@json_errors
+async def market_since(web: Any, request: Any, market: str) -> Any:
+    db = market_db(market)
+    queries.record([db], market)
+    datoms = queries.since(db, market, _int(request, "ts"),
+                           _int(request, "seq", queries.MAX_SEQ),
+                           _int(request, "limit", 1000))
+    return web.json({"market": market, "datoms": datoms})
+
+
+@app.page("/api/markets")
+@json_errors
+async def market_search(web: Any, request: Any) -> Any:
+    found = queries.search(all_dbs(), request.query.get("prefix", ""),
+                           _int(request, "limit", 100))
+    return web.json({"markets": found})
+
+
+@app.page("/api/similar/{market}")
+@json_errors
+async def similar_market(web: Any, request: Any, market: str) -> Any:
+    hits = queries.similar(all_dbs(), market=market, k=_int(request, "k", 10),
+                           min_score=_float(request, "min", -1.0))
+    return web.json({"market": market, "similar": hits})
+
+
+@app.page("/api/similar")
+@json_errors
+async def similar_vector(web: Any, request: Any) -> Any:
+    raw = request.query.get("vector", "")
+    try:
+        vector = [float(x) for x in raw.split(",")] if raw else None
+    except ValueError:
+        raise QueryError("vector must be comma-separated numbers") from None
+    if vector is None:
+        raise QueryError("parameter 'vector' is required")
+    hits = queries.similar(all_dbs(), vector=vector, k=_int(request, "k", 10),
+                           min_score=_float(request, "min", -1.0))
+    return web.json({"similar": hits})
+
+
+@app.page("/api/screen")
+@json_errors
+async def screen(web: Any, request: Any) -> Any:
+    component = request.query.get("component", "")
+    hits = queries.screen(all_dbs(), component, request.query.get("op", "gt"),
+                          _float(request, "value"), _int(request, "limit", 100))
+    return web.json({"component": component, "markets": hits})

@@ -1,0 +1,140 @@
+"""Alpha components against plain-loop references; split invariance; state round trip."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+
+from gswarm.core import alpha
+from gswarm.core.alpha import COMPONENTS, DIM, INDEX, RollingState, unit, update
+
+
+def walk(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p = np.clip(0.5 + np.cumsum(rng.normal(0, 0.02, n)), 0.01, 0.99)
+    ts = 1_700_000_000_000 + np.cumsum(rng.integers(1, 5000, n)).astype(np.int64)
+    vol = np.round(rng.lognormal(2, 1, n), 2)
+    vol[::7] = 0.0
+    return ts, p, vol
+
+
+def reference(ts: list[int], p: list[float], v: list[float]) -> list[dict[str, float]]:
+    """Straightforward per-tick computation of every component."""
+    out = []
+    e12 = e26 = sig = obv = num = den = 0.0
+    for i in range(len(p)):
+        def last(xs: list[float], k: int, i: int = i) -> list[float]:
+            return xs[max(0, i + 1 - k): i + 1]
+        a12, a26, a9 = 2 / 13, 2 / 27, 2 / 10
+        if i == 0:
+            e12 = e26 = p[0]
+            sig = e12 - e26
+        else:
+            e12 += a12 * (p[i] - e12)
+            e26 += a26 * (p[i] - e26)
+            sig += a9 * ((e12 - e26) - sig)
+        changes = [p[j] - p[j - 1] for j in range(max(1, i - 13), i + 1)]
+        gain = sum(c for c in changes if c > 0)
+        loss = sum(-c for c in changes if c < 0)
+        w20 = last(p, 20)
+        m20 = sum(w20) / len(w20)
+        sd = math.sqrt(sum((x - m20) ** 2 for x in w20) / len(w20))
+        if i > 0:
+            obv += (1 if p[i] > p[i - 1] else -1 if p[i] < p[i - 1] else 0) * v[i]
+        num += p[i] * v[i]
+        den += v[i]
+        t = dt.datetime.fromtimestamp(ts[i] / 1000, dt.UTC)
+        wts = last(ts, alpha.WINDOW)  # type: ignore[arg-type]
+        span = (max(wts) - min(wts)) / 1000
+        q = min(max(p[i], 1e-6), 1 - 1e-6)
+        out.append({
+            "sma10": float(np.mean(last(p, 10))), "sma20": m20,
+            "sma50": float(np.mean(last(p, 50))), "sma200": float(np.mean(last(p, 200))),
+            "ema12": e12, "ema26": e26, "rsi14": gain / (gain + loss) if gain + loss else 0.5,
+            "macd": e12 - e26, "macd_signal": sig, "bb_upper": m20 + 2 * sd,
+            "bb_lower": m20 - 2 * sd,
+            "atr14": sum(abs(c) for c in changes) / len(changes) if changes else 0.0,
+            "vol_sma10": float(np.mean(last(v, 10))), "obv": obv,
+            "vwap": num / den if den else p[i],
+            "hour_of_day": t.hour / 23, "weekday": t.weekday() / 6,
+            "seconds_of_day": (t.hour * 3600 + t.minute * 60 + t.second) / 86399,
+            "log_odds": math.log(q / (1 - q)),
+            "tick_rate": (len(wts) - 1) / span if span > 0 else 0.0,
+        })
+    return out
+
+
+def test_components_match_the_reference_on_a_random_walk() -> None:
+    ts, p, v = walk(300, seed=3)
+    _, raw = update(RollingState.empty(), ts, p, v)
+    ref = reference(ts.tolist(), p.tolist(), v.tolist())
+    assert raw.shape == (300, DIM) and len(COMPONENTS) == DIM == 20
+    for name in COMPONENTS:
+        expected = np.array([r[name] for r in ref])
+        assert np.allclose(raw[:, INDEX[name]], expected, rtol=1e-9, atol=1e-12), name
+
+
+def test_small_hand_checked_series() -> None:
+    p = np.array([0.5, 0.6, 0.55, 0.7])
+    v = np.array([10.0, 20.0, 5.0, 0.0])
+    ts = np.array([1000, 2000, 3000, 5000], dtype=np.int64)
+    _, raw = update(RollingState.empty(), ts, p, v)
+    last = dict(zip(COMPONENTS, raw[-1], strict=True))
+    assert last["rsi14"] == pytest.approx(0.25 / 0.30)  # gains .1+.15, loss .05
+    assert last["atr14"] == pytest.approx(0.30 / 3)
+    assert raw[:, INDEX["obv"]].tolist() == pytest.approx([0, 20, 15, 15])
+    assert last["vwap"] == pytest.approx((5 + 12 + 2.75) / 35)
+    assert last["tick_rate"] == pytest.approx(3 / 4)
+    assert raw[0, INDEX["rsi14"]] == 0.5 and raw[0, INDEX["atr14"]] == 0.0
+
+
+@pytest.mark.parametrize("splits", [[1] * 30, [7, 193, 50, 1, 49], [250], [199, 2, 49]])
+def test_any_split_gives_bit_identical_vectors(splits: list[int]) -> None:
+    ts, p, v = walk(sum(splits), seed=9)
+    _, whole = update(RollingState.empty(), ts, p, v)
+    state, parts, i = RollingState.empty(), [], 0
+    for n in splits:
+        state, raw = update(state, ts[i:i + n], p[i:i + n], v[i:i + n])
+        parts.append(raw)
+        i += n
+        state = RollingState.from_bytes(state.to_bytes())  # as after a restart
+    assert np.array_equal(np.vstack(parts), whole)
+
+
+def test_state_round_trip_and_bad_version() -> None:
+    ts, p, v = walk(260)
+    state, _ = update(RollingState.empty(), ts, p, v)
+    assert len(state.ts) == alpha.WINDOW and state.n == 260
+    back = RollingState.from_bytes(state.to_bytes())
+    assert back.to_bytes() == state.to_bytes()
+    assert np.array_equal(back.prob, state.prob) and back.obv == state.obv
+    with pytest.raises(ValueError, match="unknown rolling state"):
+        RollingState.from_bytes(b"\x09" + state.to_bytes()[1:])
+
+
+def test_time_components_on_a_known_timestamp() -> None:
+    ts = np.array([1701285965537], dtype=np.int64)  # 2023-11-29T19:26:05.537Z, a Wednesday
+    _, raw = update(RollingState.empty(), ts, np.array([0.5]), np.array([1.0]))
+    assert raw[0, INDEX["hour_of_day"]] == pytest.approx(19 / 23)
+    assert raw[0, INDEX["weekday"]] == pytest.approx(2 / 6)
+    assert raw[0, INDEX["seconds_of_day"]] == pytest.approx((19 * 3600 + 26 * 60 + 5) / 86399)
+
+
+@pytest.mark.parametrize("p", [[0.3] * 40, [0.0, 1.0, 0.0, 1.0], [1.0], [0.0] * 3])
+def test_edge_series_stay_finite(p: list[float]) -> None:
+    n = len(p)
+    ts = np.full(n, 1_700_000_000_000, dtype=np.int64)
+    _, raw = update(RollingState.empty(), ts, np.array(p), np.zeros(n))
+    assert np.all(np.isfinite(raw))
+    u = unit(raw)
+    assert u.dtype == np.float32
+    assert np.allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-6)
+
+
+def test_unit_keeps_zero_rows_zero() -> None:
+    u = unit(np.array([[0.0] * DIM, [3.0, 4.0] + [0.0] * (DIM - 2)]))
+    assert u[0].tolist() == [0.0] * DIM
+    assert u[1, :2].tolist() == pytest.approx([0.6, 0.8])

@@ -1,0 +1,46 @@
+"""One market's share of a batch: redeliveries and duplicates change nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
+from gswarm.core.ticks import Tick
+
+
+def tick(ts: int, prob: float, bet: str | None = None) -> Tick:
+    return Tick("m", prob, ts, 1.0, "u", "test", "YES", bet)
+
+
+def test_redelivered_offsets_are_skipped() -> None:
+    arrivals = [Arrival(i, 0, tick(1000 + i, 0.5 + i / 100)) for i in range(10)]
+    rec, seg, skipped = apply_ticks(None, "m", arrivals[:6])
+    assert seg is not None and skipped == 0 and rec.last_offset == 5
+    # offsets 3..9 delivered again after a crash: 3..5 are already applied
+    rec2, seg2, skipped2 = apply_ticks(rec, "m", arrivals[3:])
+    assert skipped2 == 3 and seg2 is not None and len(seg2.ts) == 4
+    whole, seg_whole, _ = apply_ticks(None, "m", arrivals)
+    assert rec2.latest == whole.latest and rec2.n == whole.n == 10
+    assert rec2.rolling.to_bytes() == whole.rolling.to_bytes()
+    assert seg_whole is not None
+    assert np.array_equal(seg2.alpha, seg_whole.alpha[6:])
+
+
+def test_duplicate_bets_collapse_and_late_ticks_do_not_replace_latest() -> None:
+    rec, _, _ = apply_ticks(None, "m", [Arrival(0, 0, tick(3000, 0.3, "b3"))])
+    rec, seg, skipped = apply_ticks(rec, "m", [
+        Arrival(1, 0, tick(1000, 0.1, "b1")),  # late
+        Arrival(2, 0, tick(3000, 0.3, "b3")),  # same bet again
+    ])
+    assert skipped == 1 and seg is not None and list(seg.ts) == [1000]
+    assert (rec.latest["ts"], rec.latest["prob"], rec.n) == (3000, 0.3, 2)
+    # nothing new at all: no segment, nothing to write
+    _, none, skipped = apply_ticks(rec, "m", [Arrival(2, 0, tick(3000, 0.3, "b3"))])
+    assert none is None and skipped == 1
+
+
+def test_record_round_trip() -> None:
+    rec, _, _ = apply_ticks(None, "m", [Arrival(i, 0, tick(i + 1, 0.4)) for i in range(250)])
+    back = MarketRecord.decode(rec.encode())
+    assert back.encode() == rec.encode()
+    assert len(back.recent) == 200

@@ -1,0 +1,94 @@
+"""Fixtures for end-to-end tests: topics applied, real worker processes, a producer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from gswarm.config import Settings
+from gswarm.kafka import topics
+from gswarm.runner import WorkerProcess
+from tests.conftest import free_port
+
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+
+
+@pytest.fixture
+def app_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    """Settings for one test's app, with its topics applied."""
+    settings = settings_factory(web_port=free_port(), partitions=4, log_level="info")
+    asyncio.run(topics.apply(settings))
+    return settings
+
+
+@pytest.fixture
+def workers(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers; every one is stopped by its PID at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, name: str = "w1", ready: bool = True) -> WorkerProcess:
+        log = OUTPUT / f"{request.node.name}-{name}-{len(started)}.log"
+        worker = WorkerProcess(settings, name, log_path=log)
+        worker.start()
+        started.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=20)
+
+
+async def produce_messages(
+    settings: Settings, messages: Iterable[tuple[bytes | None, bytes]], topic: str | None = None
+) -> int:
+    """Send (key, value) pairs in order; wait for every ack. Returns the count."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.broker, linger_ms=5, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic or settings.tick_topic, key=k, value=v)
+                   for k, v in messages]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+def produce_ticks(settings: Settings, ticks: Iterable[dict[str, Any]]) -> int:
+    return asyncio.run(produce_messages(
+        settings, ((t["market"].encode(), orjson.dumps(t)) for t in ticks)
+    ))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_consumed(
+    worker: WorkerProcess, messages: int, timeout: float = 90.0, field: str = "messages"
+) -> dict[str, Any]:
+    """Wait until the worker's ``field`` counter reaches ``messages``; return its stats."""
+    stats: dict[str, Any] = {}
+
+    def done() -> bool:
+        nonlocal stats
+        stats = worker.get("/api/stats")
+        return int(stats[field]) >= messages
+
+    wait_for(done, timeout, f"{field} >= {messages}")
+    return stats

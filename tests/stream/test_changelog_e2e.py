@@ -1,0 +1,76 @@
+"""Write amortisation and recovery: changelog messages and vectors after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from gswarm.config import Settings
+from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.runner import WorkerProcess
+from tests.stream.conftest import produce_ticks, wait_consumed
+from tests.stream.truth import ground_truth
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def changelog_messages(settings: Settings) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None)
+    await consumer.start()
+    try:
+        topic = f"{settings.app_id}-facts-changelog"
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        from aiokafka.structs import TopicPartition
+
+        tps = [TopicPartition(topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps)
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+def test_at_most_one_changelog_message_per_market_per_batch(
+    app_settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    ticks = list(synthetic_ticks(markets=25, count=6000, seed=3))
+    produce_ticks(app_settings, ticks)  # pre-filled: the worker sees full batches
+    worker = workers(app_settings)
+    stats = wait_consumed(worker, len(ticks))
+    count = asyncio.run(changelog_messages(app_settings))
+    assert count == stats["segments"]
+    assert count <= stats["batch_markets"], "more than one changelog message per market/batch"
+    assert count < len(ticks) / 10
+
+
+def test_restart_from_changelog_gives_the_same_later_vectors(
+    app_settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    ticks = list(synthetic_ticks(markets=15, count=2000, seed=11))
+    first, second = ticks[:1000], ticks[1000:]
+    w1 = workers(app_settings, "w1")
+    produce_ticks(app_settings, first)
+    wait_consumed(w1, len(first))
+    w1.stop()
+    shutil.rmtree(w1.datadir)  # nothing local: state must come back from the changelog
+
+    w2 = workers(app_settings, "w2")
+    produce_ticks(app_settings, second)
+    wait_consumed(w2, len(second), field="ticks")
+    truth = ground_truth(ticks)
+    for market, rows in truth.history.items():
+        got = w2.get(f"/api/markets/{market}/history?attr=market/alpha&limit=10000")["points"]
+        assert np.array_equal(
+            np.array([p["value"] for p in got], dtype=np.float32),
+            np.array([a for *_, a in sorted(rows)], dtype=np.float32),
+        ), market
+        latest = w2.get(f"/api/markets/{market}")
+        assert latest["alpha"] == truth.records[market].latest["alpha"]
+        assert latest["ticks"] == truth.records[market].n
