@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,7 @@ def run_cmd(settings: Settings, markets: int, rate: float, seed: int) -> None:
     from gswarm.kafka.topics import apply
     from gswarm.runner import WorkerProcess
 
+    _interrupt_on_signals()
     broker = LocalBroker(settings)
     started = broker.start()
     click.echo(f"kafka: {'started' if started else 'already running'} on {broker.bootstrap}")
@@ -199,12 +201,41 @@ def run_cmd(settings: Settings, markets: int, rate: float, seed: int) -> None:
         click.echo(f"worker: ready, API on {settings.web_url}/api/stats")
         click.echo(f"feed: synthetic, {markets} markets at {rate:.0f} ticks/s (Ctrl-C stops)")
         ticks = synthetic_ticks(markets, 10**12, seed, rate=rate)
-        asyncio.run(produce(settings.broker, settings.tick_topic, ticks, rate=rate))
+        asyncio.run(_until_signal(produce(settings.broker, settings.tick_topic, ticks, rate=rate)))
     except KeyboardInterrupt:
         click.echo("stopping")
     finally:
         worker.stop()
         click.echo("worker stopped; the broker keeps running (make kafka-down stops it)")
+
+
+async def _until_signal(work: Awaitable[Any]) -> None:
+    """Run ``work`` until it ends or SIGINT/SIGTERM cancels it (its cleanup still runs)."""
+    import signal
+
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        click.echo("\nstopping")
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM both end `run` through its cleanup (stopping the worker).
+
+    A shell starting a background job ignores SIGINT for it; restore the default so the
+    job can still be interrupted, and treat SIGTERM the same way.
+    """
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 # -- feeds -----------------------------------------------------------------------------------

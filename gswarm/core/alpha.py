@@ -229,6 +229,24 @@ def _tick_rate(all_ts: I64, start: int) -> F64:
     return rate
 
 
+#: Components without a natural bound (mana volumes, counts per second): compressed with
+#: sign(x)·ln(1+|x|) before the vector is normalised, so they do not drown the others.
+UNBOUNDED = ("vol_sma10", "obv", "tick_rate")
+_UNBOUNDED_IDX = [INDEX[name] for name in UNBOUNDED]
+
+
+def embed(raw: F64) -> NDArray[np.float32]:
+    """The stored alpha vector: unbounded components log-compressed, then unit length.
+
+    Raw vectors (what each component means) stay in a market's latest state; this is the
+    form compared by cosine similarity and kept as the ``market/alpha`` datom.
+    """
+    squashed = raw.copy()
+    cols = squashed[:, _UNBOUNDED_IDX]
+    squashed[:, _UNBOUNDED_IDX] = np.sign(cols) * np.log1p(np.abs(cols))
+    return unit(squashed)
+
+
 def unit(raw: F64) -> NDArray[np.float32]:
     """Rows scaled to unit L2 length, as float32 (an all-zero row stays zero)."""
     norms = np.linalg.norm(raw, axis=1, keepdims=True)

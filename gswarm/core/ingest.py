@@ -98,7 +98,7 @@ def apply_ticks(
     prob = np.fromiter((t.prob for t in ticks), dtype=np.float64, count=len(ticks))
     vol = np.fromiter((t.volume for t in ticks), dtype=np.float64, count=len(ticks))
     rolling, raw = alpha.update(rec.rolling, ts, prob, vol)
-    unit = alpha.unit(raw)
+    unit = alpha.embed(raw)
 
     new = MarketRecord(
         market=market,

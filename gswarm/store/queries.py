@@ -154,7 +154,7 @@ def search(dbs: Iterable[Db], prefix: str, limit: int = 100) -> list[str]:
 
 def _unit_alpha(rec: MarketRecord) -> np.ndarray[Any, Any]:
     raw = np.array([[rec.latest["alpha"][c] for c in alpha.COMPONENTS]], dtype=np.float64)
-    vec: np.ndarray[Any, Any] = alpha.unit(raw)[0].astype(np.float64)
+    vec: np.ndarray[Any, Any] = alpha.embed(raw)[0].astype(np.float64)
     return vec
 
 
@@ -176,6 +176,7 @@ def similar(
         assert vector is not None
         if len(vector) != alpha.DIM or not np.all(np.isfinite(vector)):
             raise QueryError(f"vector must have {alpha.DIM} finite components")
+        # a given vector is compared as given (in the stored, embedded form)
         target = alpha.unit(np.array([vector], dtype=np.float64))[0].astype(np.float64)
     ids, rows = [], []
     for rec in markets(dbs):

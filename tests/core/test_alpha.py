@@ -138,3 +138,12 @@ def test_unit_keeps_zero_rows_zero() -> None:
     u = unit(np.array([[0.0] * DIM, [3.0, 4.0] + [0.0] * (DIM - 2)]))
     assert u[0].tolist() == [0.0] * DIM
     assert u[1, :2].tolist() == pytest.approx([0.6, 0.8])
+
+
+def test_embed_keeps_unbounded_components_from_drowning_the_rest() -> None:
+    ts, p, v = walk(100, seed=4)
+    _, raw = update(RollingState.empty(), ts, p, v * 1e6)  # whale volumes
+    plain, emb = unit(raw), alpha.embed(raw)
+    assert abs(plain[-1, INDEX["obv"]]) > 0.99  # OBV alone would be the whole vector
+    assert abs(emb[-1, INDEX["obv"]]) < 0.9
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)

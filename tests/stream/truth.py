@@ -54,5 +54,5 @@ def ground_truth(ticks: Iterable[dict[str, Any]]) -> Truth:
 
 def unit_alpha(rec: MarketRecord) -> np.ndarray[Any, Any]:
     raw = np.array([[rec.latest["alpha"][c] for c in alpha.COMPONENTS]])
-    vec: np.ndarray[Any, Any] = alpha.unit(raw)[0].astype(np.float64)
+    vec: np.ndarray[Any, Any] = alpha.embed(raw)[0].astype(np.float64)
     return vec
