@@ -1,0 +1,1 @@
+"""Mergeable numpy sketches: HyperLogLog, Count-Min, top-k, time-sliced windows."""
