@@ -392,3 +392,19 @@ def _quote(market: str) -> str:
     import urllib.parse
 
     return urllib.parse.quote(market, safe="")
+
+
+@query.command("hot")
+@click.option("-k", type=int, default=10, show_default=True)
+@click.option("--window", type=float, help="Only the last WINDOW seconds (event time).")
+@pass_settings
+def q_hot(settings: Settings, k: int, window: float | None) -> None:
+    """The hottest markets (most ticks; Count-Min estimates), overall or in a window."""
+    _ask(settings, "/api/hot", k=k, window=window)
+
+
+@query.command("stats")
+@pass_settings
+def q_stats(settings: Settings) -> None:
+    """Counters, unique markets and traders (HyperLogLog), cluster-wide."""
+    _ask(settings, "/api/stats")

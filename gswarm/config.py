@@ -72,6 +72,11 @@ class Settings:
         "GSWARM_BATCH_WITHIN_S", 0.02,
         "Ingest batch: flush after this many seconds (or at GSWARM_BATCH_MAX messages).",
     )
+    commit_interval_s: float = _setting(
+        "GSWARM_COMMIT_INTERVAL_S", 1.0,
+        "How often a worker commits consumed offsets (redelivery after a crash is bounded "
+        "by it; state stays exact either way).",
+    )
     max_message_bytes: int = _setting(
         "GSWARM_MAX_MESSAGE_BYTES", 1_048_576,
         "Largest tick message accepted; larger ones are dead-lettered as oversized.",
@@ -119,6 +124,7 @@ class Settings:
             ("replication", self.replication >= 1),
             ("batch_max", self.batch_max >= 1),
             ("batch_within_s", self.batch_within_s > 0),
+            ("commit_interval_s", self.commit_interval_s > 0),
             ("retention_s", self.retention_s > 0),
             ("prune_interval_s", self.prune_interval_s > 0),
             ("web_port", 0 < self.web_port < 65536),

@@ -70,27 +70,42 @@ class Arrival:
     tick: Tick
 
 
+@dataclass(frozen=True)
+class Applied:
+    """The outcome of :func:`apply_ticks` for one market."""
+
+    record: MarketRecord
+    segment: Segment | None  # the new ticks; None if there were none
+    skipped: int  # arrivals already applied (redelivered) or duplicate bets
+    counted: list[Arrival]  # arrivals that are not duplicate bets: new or redelivered
+
+
 def apply_ticks(
     record: MarketRecord | None, market: str, arrivals: Sequence[Arrival]
-) -> tuple[MarketRecord, Segment | None, int]:
+) -> Applied:
     """Apply a market's arrivals (in partition order) to its record.
 
-    Returns the new record, the segment of new ticks (``None`` if every arrival was already
-    applied), and how many arrivals were skipped as redeliveries or duplicates.
+    ``counted`` lists the arrivals other stateful consumers (the sketches, which keep their
+    own last offset) must see: redelivered ticks are in it, duplicate bets are not.
     """
     rec = record if record is not None else MarketRecord(market)
     seen = {i for i in rec.recent if i is not None}
     fresh: list[tuple[int, Arrival]] = []
+    counted: list[Arrival] = []
     for a in arrivals:
         bet = a.tick.id
-        if a.offset <= rec.last_offset or (bet is not None and bet in seen):
+        if a.offset <= rec.last_offset:
+            counted.append(a)
             continue
+        if bet is not None and bet in seen:
+            continue
+        counted.append(a)
         if bet is not None:
             seen.add(bet)
         fresh.append((seq_for(a.offset, a.index), a))
     skipped = len(arrivals) - len(fresh)
     if not fresh:
-        return rec, None, skipped
+        return Applied(rec, None, skipped, counted)
 
     ticks = [a.tick for _, a in fresh]
     ts = np.fromiter((t.ts for t in ticks), dtype=np.int64, count=len(ticks))
@@ -113,7 +128,7 @@ def apply_ticks(
         trader=[t.trader for t in ticks], outcome=[t.outcome for t in ticks],
         alpha=unit, record=new.encode(),
     )
-    return new, segment, skipped
+    return Applied(new, segment, skipped, counted)
 
 
 def _latest(

@@ -8,11 +8,14 @@ from typing import Any
 
 from gswarm.stream.app import app, settings
 from gswarm.stream.pipeline import Ingest, counters
-from gswarm.stream.tables import deadletter_topic, facts, tick_topic
+from gswarm.stream.tables import SKETCH_KEY, deadletter_topic, facts, sketches, tick_topic
 
 log = logging.getLogger(__name__)
 
-ingest = Ingest(facts, deadletter_topic, settings.partitions, settings.max_message_bytes)
+ingest = Ingest(
+    facts, sketches, SKETCH_KEY, deadletter_topic, settings.partitions,
+    settings.max_message_bytes,
+)
 
 
 @app.agent(tick_topic)

@@ -29,7 +29,7 @@ def make_app(s: Settings) -> faust.App:
         # a killed worker is noticed within a few seconds (the broker allows >= 1 s)
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
+        broker_commit_interval=s.commit_interval_s,
         producer_linger_ms=2,
         producer_max_batch_size=512 * 1024,
         consumer_max_fetch_size=4 * 1024 * 1024,

@@ -22,6 +22,7 @@ from faust.types import EventT
 
 from gswarm.core.facts import market_key
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
+from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import Rejected, decode
 
 
@@ -87,13 +88,48 @@ class Partitioning:
         return hit
 
 
+class SketchCache:
+    """Per-partition sketches: read from the table's database, updated, written back.
+
+    The decoded object is cached with the bytes it came from, so a batch decodes only
+    when the stored value changed underneath (recovery, a rebalance).
+    """
+
+    def __init__(self, table: Any, key: bytes) -> None:
+        self.table = table
+        self.key = key
+        self._cache: dict[int, tuple[bytes, PartitionSketches]] = {}
+
+    def load(self, partition: int) -> PartitionSketches:
+        raw = self.table.data._db_for_partition(partition).get(self.key)
+        if raw is None:
+            return PartitionSketches()
+        hit = self._cache.get(partition)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        return PartitionSketches.from_bytes(raw)
+
+    def apply(self, event: EventT[Any], ticks: list[CountedTick]) -> None:
+        partition = event.message.partition
+        state = self.load(partition)
+        # Written even when nothing new was counted but ticks were redelivered: the local
+        # value may be ahead of the changelog after a crash, and this re-sends it.
+        state.apply(ticks)
+        raw = state.to_bytes()
+        with under_event(event):
+            self.table[self.key] = raw
+        self._cache[partition] = (raw, state)
+
+
 class Ingest:
     """Processes batches of tick events for one worker."""
 
     def __init__(
-        self, facts: Any, deadletter_topic: Any, partitions: int, max_message_bytes: int
+        self, facts: Any, sketches: Any, sketch_key: bytes, deadletter_topic: Any,
+        partitions: int, max_message_bytes: int,
     ) -> None:
         self.facts = facts
+        self.sketches = SketchCache(sketches, sketch_key)
         self.deadletters = deadletter_topic
         self.partitions = partitions
         self.max_bytes = max_message_bytes
@@ -103,6 +139,7 @@ class Ingest:
         started = time.perf_counter()
         groups: dict[str, list[Arrival]] = defaultdict(list)
         owner: dict[str, EventT[Any]] = {}
+        partition_event: dict[int, EventT[Any]] = {}
         for event in events:
             msg = event.message
             counters.messages += 1
@@ -123,25 +160,37 @@ class Ingest:
             for index, tick in good:
                 groups[tick.market].append(Arrival(msg.offset, index, tick))
                 owner[tick.market] = event
+                partition_event[msg.partition] = event
+        counted: dict[int, list[CountedTick]] = defaultdict(list)
         for market, arrivals in groups.items():
-            self.write_market(owner[market], market, arrivals)
+            event = owner[market]
+            counted[event.message.partition] += [
+                CountedTick(a.offset, a.index, market, a.tick.trader, a.tick.ts)
+                for a in self.write_market(event, market, arrivals)
+            ]
+        for partition, ticks in counted.items():
+            self.sketches.apply(partition_event[partition], ticks)
         counters.batches += 1
         counters.batch_markets += len(groups)
         counters.last_batch_size = len(events)
         counters.last_flush_ms = (time.perf_counter() - started) * 1000
 
-    def write_market(self, event: EventT[Any], market: str, arrivals: list[Arrival]) -> None:
+    def write_market(
+        self, event: EventT[Any], market: str, arrivals: list[Arrival]
+    ) -> list[Arrival]:
+        """Write the market's new ticks as one segment; return the arrivals to sketch."""
         db = self.facts.data.db(event.message.partition)
         raw = db.get(market_key(market))
         record = MarketRecord.decode(raw) if raw is not None else None
-        _, segment, skipped = apply_ticks(record, market, arrivals)
-        counters.duplicates += skipped
-        if segment is None:
-            return
-        with under_event(event):
-            self.facts[segment.key] = segment.encode()
-        counters.ticks += len(segment.ts)
-        counters.segments += 1
+        applied = apply_ticks(record, market, arrivals)
+        counters.duplicates += applied.skipped
+        segment = applied.segment
+        if segment is not None:
+            with under_event(event):
+                self.facts[segment.key] = segment.encode()
+            counters.ticks += len(segment.ts)
+            counters.segments += 1
+        return applied.counted
 
     async def dead_letter(self, event: EventT[Any], rejected: Rejected) -> None:
         """Send the original bytes with the reason and origin to the dead-letter topic."""

@@ -54,3 +54,14 @@ facts = FactTable(
     help="Segments (one per market per batch) expanded into EAVT datoms and market records.",
 )
 app.tables.add(facts)
+
+#: One value per partition (key ``SKETCH_KEY`` in each partition's database): the
+#: partition's sketches with the last source offset they applied.
+SKETCH_KEY = b"sketch"
+sketches = app.Table(
+    "sketches",
+    key_type=bytes, value_type=bytes,
+    partitions=settings.partitions,
+    options=rocksdb_options(settings.lean),
+    help="Per-partition HLL/CMS/top-k/window sketches and their last applied offset.",
+)

@@ -6,18 +6,23 @@ Requests about one market are routed to the worker that owns its partition
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 from aiokafka.partitioner import murmur2
 
+from gswarm.core.sketches.state import MergedSketches, PartitionSketches
 from gswarm.errors import NotFoundError, QueryError
 from gswarm.store import queries
 from gswarm.stream.app import app, settings
 from gswarm.stream.factstore import FactStore
 from gswarm.stream.pipeline import counters
-from gswarm.stream.tables import facts
+from gswarm.stream.tables import SKETCH_KEY, facts, sketches
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -89,14 +94,87 @@ def _float(request: Any, name: str, default: float | None = None) -> float:
     return float(_param(request, name, default, float, "a number"))
 
 
+def local_sketch_bytes() -> dict[int, bytes]:
+    """The stored sketch value of each partition this worker owns."""
+    out = {}
+    for p in owned_partitions():
+        raw = cast(Any, sketches.data)._db_for_partition(p).get(SKETCH_KEY)
+        if raw is not None:
+            out[p] = raw
+    return out
+
+
+async def cluster_sketches() -> MergedSketches:
+    """Sketches of every partition: this worker's, plus each other worker's (over HTTP)."""
+    parts = {p: PartitionSketches.from_bytes(b) for p, b in local_sketch_bytes().items()}
+    me = str(app.conf.canonical_url).rstrip("/")
+    peers = {str(url).rstrip("/") for url in app.router.tables_metadata()} - {me}
+    answers = await asyncio.gather(*(_peer_sketches(url) for url in sorted(peers)))
+    for remote in answers:
+        for p, raw in remote.items():
+            parts.setdefault(p, PartitionSketches.from_bytes(raw))
+    return MergedSketches.of([parts[p] for p in sorted(parts)])
+
+
+async def _peer_sketches(url: str) -> dict[int, bytes]:
+    try:
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with app.http_client.get(f"{url}/api/sketches/local", timeout=timeout) as resp:
+            doc = await resp.json()
+    except (TimeoutError, OSError, ValueError) as exc:
+        raise Unavailable(f"worker {url} did not answer: {exc!r}") from None
+    return {int(p): base64.b64decode(v["bytes"]) for p, v in doc["partitions"].items()}
+
+
 @app.page("/api/health")
 async def health(web: Any, request: Any) -> Any:
     return web.json({"status": "ok", "partitions": owned_partitions()})
 
 
 @app.page("/api/stats")
+@json_errors
 async def stats(web: Any, request: Any) -> Any:
-    return web.json({**counters.snapshot(), "partitions": owned_partitions()})
+    merged = await cluster_sketches()
+    return web.json({
+        **counters.snapshot(), "partitions": owned_partitions(),
+        "unique_markets": merged.markets.estimate(),
+        "unique_traders": merged.traders.estimate(),
+        "sketched_ticks": merged.ticks,
+    })
+
+
+@app.page("/api/sketches/local")
+async def sketches_local(web: Any, request: Any) -> Any:
+    """This worker's partition sketches: offset, digest and bytes (for merges and checks)."""
+    out = {}
+    for p, raw in local_sketch_bytes().items():
+        state = PartitionSketches.from_bytes(raw)
+        out[str(p)] = {"last_offset": state.last_offset, "ticks": state.ticks,
+                       "sha256": hashlib.sha256(raw).hexdigest(),
+                       "bytes": base64.b64encode(raw).decode()}
+    return web.json({"partitions": out})
+
+
+@app.page("/api/hot")
+@json_errors
+async def hot(web: Any, request: Any) -> Any:
+    """Top-k markets by tick count (Count-Min), overall or in the last ``window`` seconds."""
+    k = _int(request, "k", 10)
+    if not 1 <= k <= 1000:
+        raise QueryError(f"k must be in [1, 1000], got {k}")
+    window = request.query.get("window")
+    merged = await cluster_sketches()
+    window_ms = None
+    if window is not None:
+        window_ms = int(_float(request, "window") * 1000)
+        span = merged.window.span_ms
+        if not 0 < window_ms <= span:
+            raise QueryError(f"window must be in (0, {span // 1000}] seconds")
+    return web.json({
+        "window_s": None if window_ms is None else window_ms / 1000,
+        "unique_traders": merged.unique_traders(window_ms),
+        "markets": [{"market": m, "ticks": n} for m, n in merged.hot(k, window_ms)],
+    })
 
 
 @app.page("/api/markets/{market}")

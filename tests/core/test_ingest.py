@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
+from gswarm.core.ingest import Applied, Arrival, MarketRecord, apply_ticks
 from gswarm.core.ticks import Tick
+
+
+def astuple(a: Applied) -> tuple:  # type: ignore[type-arg]
+    return a.record, a.segment, a.skipped, a.counted
 
 
 def tick(ts: int, prob: float, bet: str | None = None) -> Tick:
@@ -14,12 +18,13 @@ def tick(ts: int, prob: float, bet: str | None = None) -> Tick:
 
 def test_redelivered_offsets_are_skipped() -> None:
     arrivals = [Arrival(i, 0, tick(1000 + i, 0.5 + i / 100)) for i in range(10)]
-    rec, seg, skipped = apply_ticks(None, "m", arrivals[:6])
+    rec, seg, skipped, _ = astuple(apply_ticks(None, "m", arrivals[:6]))
     assert seg is not None and skipped == 0 and rec.last_offset == 5
     # offsets 3..9 delivered again after a crash: 3..5 are already applied
-    rec2, seg2, skipped2 = apply_ticks(rec, "m", arrivals[3:])
+    rec2, seg2, skipped2, counted = astuple(apply_ticks(rec, "m", arrivals[3:]))
+    assert counted == arrivals[3:]  # redelivered ticks still reach the sketches
     assert skipped2 == 3 and seg2 is not None and len(seg2.ts) == 4
-    whole, seg_whole, _ = apply_ticks(None, "m", arrivals)
+    whole, seg_whole, _, _ = astuple(apply_ticks(None, "m", arrivals))
     assert rec2.latest == whole.latest and rec2.n == whole.n == 10
     assert rec2.rolling.to_bytes() == whole.rolling.to_bytes()
     assert seg_whole is not None
@@ -27,20 +32,21 @@ def test_redelivered_offsets_are_skipped() -> None:
 
 
 def test_duplicate_bets_collapse_and_late_ticks_do_not_replace_latest() -> None:
-    rec, _, _ = apply_ticks(None, "m", [Arrival(0, 0, tick(3000, 0.3, "b3"))])
-    rec, seg, skipped = apply_ticks(rec, "m", [
+    rec = apply_ticks(None, "m", [Arrival(0, 0, tick(3000, 0.3, "b3"))]).record
+    rec, seg, skipped, counted = astuple(apply_ticks(rec, "m", [
         Arrival(1, 0, tick(1000, 0.1, "b1")),  # late
         Arrival(2, 0, tick(3000, 0.3, "b3")),  # same bet again
-    ])
+    ]))
     assert skipped == 1 and seg is not None and list(seg.ts) == [1000]
+    assert [a.offset for a in counted] == [1]  # the duplicate bet is not counted
     assert (rec.latest["ts"], rec.latest["prob"], rec.n) == (3000, 0.3, 2)
     # nothing new at all: no segment, nothing to write
-    _, none, skipped = apply_ticks(rec, "m", [Arrival(2, 0, tick(3000, 0.3, "b3"))])
+    _, none, skipped, _ = astuple(apply_ticks(rec, "m", [Arrival(2, 0, tick(3000, 0.3, "b3"))]))
     assert none is None and skipped == 1
 
 
 def test_record_round_trip() -> None:
-    rec, _, _ = apply_ticks(None, "m", [Arrival(i, 0, tick(i + 1, 0.4)) for i in range(250)])
+    rec = apply_ticks(None, "m", [Arrival(i, 0, tick(i + 1, 0.4)) for i in range(250)]).record
     back = MarketRecord.decode(rec.encode())
     assert back.encode() == rec.encode()
     assert len(back.recent) == 200

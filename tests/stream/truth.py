@@ -43,8 +43,9 @@ def ground_truth(ticks: Iterable[dict[str, Any]]) -> Truth:
     for offset, doc in enumerate(ticks):
         tick = parse_tick(doc)
         rec = truth.records.get(tick.market)
-        new, seg, _ = apply_ticks(rec, tick.market, [Arrival(offset, 0, tick)])
-        truth.records[tick.market] = new
+        applied = apply_ticks(rec, tick.market, [Arrival(offset, 0, tick)])
+        truth.records[tick.market] = applied.record
+        seg = applied.segment
         if seg is not None:
             truth.history[tick.market].append(
                 (tick.ts, offset, tick.prob, seg.alpha[0].tolist())

@@ -91,7 +91,7 @@ class HyperLogLog:
         z += m * _sigma(counts[0] / m)
         if math.isinf(z):
             return 0.0
-        return (m * m / (2.0 * math.log(2))) / z
+        return float((m * m / (2.0 * math.log(2))) / z)
 
     def to_bytes(self) -> bytes:
         """Versioned, compressed: version, p, zlib(registers)."""
