@@ -78,7 +78,10 @@ def test_kill_9_mid_stream_sketches_bit_identical_to_an_uninterrupted_run(
     produce_ticks(crash, ticks)
     for _ in range(2):
         victim = workers(crash, "crash0")
-        wait_for(lambda v=victim: v.get("/api/stats")["ticks"] > 2000, 60, "ingest under way")
+        def under_way(v: WorkerProcess = victim) -> bool:
+            return int(v.get("/api/stats")["ticks"]) > 2000
+
+        wait_for(under_way, 60, "ingest under way")
         victim.kill()
     survivor = workers(crash, "crash0")  # same data dir: local state + changelog + redelivery
     wait_for(lambda: sum(v[1] for v in sketch_digests(survivor).values()) >= len(ticks),
