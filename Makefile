@@ -45,7 +45,8 @@ lint: venv
 	$(BIN)/mypy
 
 bench: venv
-	@echo "make bench: not yet — the benchmark suite is issue 7; nothing was measured."
+	$(BIN)/python bench/sketches.py
+	@echo "make bench: only the sketch kernels so far; ingest, latency, failover and memory benchmarks are not written yet (issue 7)."
 
 clean:
 	-test -x $(BIN)/gswarm && $(BIN)/gswarm kafka down
