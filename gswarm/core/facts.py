@@ -21,6 +21,7 @@ separator keeps ``m-1`` and ``m-10`` apart and every prefix scan exact.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,3 +180,49 @@ def decode_value(attr: int, value: bytes) -> Any:
     if name == "market/alpha":
         return np.frombuffer(value, dtype="<f4").tolist()
     return value.decode()
+
+
+def rebuild_segment(
+    get: Callable[[bytes], bytes | None], market: str, txs: list[Tx], record: bytes,
+    dim: int,
+) -> Segment | None:
+    """The segment of already-stored ticks ``txs`` read back from their datoms.
+
+    Used to send again, after a crash, what a worker had stored but possibly never got
+    into the changelog. Ticks whose datoms are not all there are left out.
+    """
+    rows = []
+    for ts, seq in txs:
+        values = [get(fact_key(market, code, ts, seq)) for code in ATTRIBUTE_NAMES]
+        if all(v is not None for v in values):
+            rows.append((ts, seq, values))
+    if not rows:
+        return None
+    code = {name: i for i, name in enumerate(ATTRIBUTE_NAMES.values())}
+
+    def col(name: str) -> list[bytes]:
+        return [values[code[name]] for _, _, values in rows]  # type: ignore[misc]
+
+    return Segment(
+        market=market,
+        ts=np.array([r[0] for r in rows], dtype=np.int64),
+        seq=np.array([r[1] for r in rows], dtype=np.uint64),
+        prob=np.array([_F64.unpack(v)[0] for v in col("tick/probability")]),
+        volume=np.array([_F64.unpack(v)[0] for v in col("tick/volume")]),
+        trader=[v.decode() for v in col("tick/trader")],
+        outcome=[v.decode() for v in col("tick/outcome")],
+        alpha=np.frombuffer(b"".join(col("market/alpha")), dtype="<f4").reshape(len(rows), dim),
+        record=record,
+    )
+
+
+def concat(first: Segment, second: Segment) -> Segment:
+    """One segment holding both (the record of ``second``)."""
+    return Segment(
+        market=second.market,
+        ts=np.concatenate((first.ts, second.ts)), seq=np.concatenate((first.seq, second.seq)),
+        prob=np.concatenate((first.prob, second.prob)),
+        volume=np.concatenate((first.volume, second.volume)),
+        trader=first.trader + second.trader, outcome=first.outcome + second.outcome,
+        alpha=np.vstack((first.alpha, second.alpha)), record=second.record,
+    )

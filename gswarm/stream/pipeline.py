@@ -20,7 +20,8 @@ import faust.streams
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
-from gswarm.core.facts import market_key
+from gswarm.core import alpha
+from gswarm.core.facts import concat, market_key, rebuild_segment, seq_for
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import Rejected, decode
@@ -34,6 +35,7 @@ class Counters:
     items: int = 0  # ticks offered: one per single-tick message, one per array element
     ticks: int = 0  # ticks turned into facts (first time applied)
     duplicates: int = 0  # ticks skipped as redeliveries or duplicate bets
+    resent: int = 0  # stored ticks sent to the changelog again after a redelivery
     dead_letters: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     batch_markets: int = 0  # sum over batches of the distinct markets in the batch
@@ -45,7 +47,7 @@ class Counters:
     def snapshot(self) -> dict[str, Any]:
         return {
             "messages": self.messages, "items": self.items, "ticks": self.ticks,
-            "duplicates": self.duplicates,
+            "duplicates": self.duplicates, "resent": self.resent,
             "dead_letters": dict(self.dead_letters),
             "dead_letters_total": sum(self.dead_letters.values()),
             "batches": self.batches, "batch_markets": self.batch_markets,
@@ -186,9 +188,21 @@ class Ingest:
         counters.duplicates += applied.skipped
         segment = applied.segment
         if segment is not None:
+            counters.ticks += len(segment.ts)
+        redelivered = [a for a in arrivals if record and a.offset <= record.last_offset]
+        if redelivered:
+            # After a crash the local store may hold ticks whose changelog message was
+            # never sent: send them again (same keys, so this is idempotent).
+            again = rebuild_segment(
+                db.get, market, [(a.tick.ts, seq_for(a.offset, a.index)) for a in redelivered],
+                applied.record.encode(), alpha.DIM,
+            )
+            if again is not None:
+                counters.resent += len(again.ts)
+                segment = again if segment is None else concat(again, segment)
+        if segment is not None:
             with under_event(event):
                 self.facts[segment.key] = segment.encode()
-            counters.ticks += len(segment.ts)
             counters.segments += 1
         return applied.counted
 

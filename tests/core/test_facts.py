@@ -8,6 +8,8 @@ from gswarm.core.facts import (
     ATTRIBUTES,
     Segment,
     attr_prefix,
+    concat,
+    rebuild_segment,
     fact_key,
     seq_for,
     split_fact_key,
@@ -49,3 +51,19 @@ def test_segment_round_trip_and_datoms() -> None:
     datoms = seg.datoms()
     assert len(datoms) == n * len(ATTRIBUTES)
     assert len({k for k, _ in datoms}) == len(datoms)
+
+
+def test_rebuild_segment_from_stored_datoms() -> None:
+    seg = Segment(
+        market="m-1", ts=np.array([5, 6], dtype=np.int64), seq=np.array([1, 2], dtype=np.uint64),
+        prob=np.array([0.1, 0.2]), volume=np.array([1.0, 2.0]), trader=["a", "b"],
+        outcome=["YES", "NO"], alpha=np.ones((2, 4), dtype=np.float32), record=b"r1",
+    )
+    store = dict(seg.datoms())
+    back = rebuild_segment(store.get, "m-1", [(6, 2), (5, 1), (7, 3)], b"r2", 4)
+    assert back is not None and back.record == b"r2"
+    assert back.ts.tolist() == [6, 5] and back.trader == ["b", "a"]  # missing (7, 3) left out
+    assert back.prob.tolist() == [0.2, 0.1] and back.alpha.shape == (2, 4)
+    assert rebuild_segment(store.get, "m-1", [(9, 9)], b"r", 4) is None
+    both = concat(back, seg)
+    assert both.ts.tolist() == [6, 5, 5, 6] and both.record == b"r1"
