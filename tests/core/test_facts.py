@@ -9,8 +9,8 @@ from gswarm.core.facts import (
     Segment,
     attr_prefix,
     concat,
-    rebuild_segment,
     fact_key,
+    rebuild_segment,
     seq_for,
     split_fact_key,
 )
