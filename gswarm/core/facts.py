@@ -21,7 +21,7 @@ separator keeps ``m-1`` and ``m-10`` apart and every prefix scan exact.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,3 +226,23 @@ def concat(first: Segment, second: Segment) -> Segment:
         trader=first.trader + second.trader, outcome=first.outcome + second.outcome,
         alpha=np.vstack((first.alpha, second.alpha)), record=second.record,
     )
+
+
+def plan_prune(segment_keys: Iterable[bytes], retention_ms: int) -> list[bytes]:
+    """Segment keys (of one partition, in key order) that fall out of the window.
+
+    The window ends at the newest segment time in the partition; a segment is older when
+    its first tick is more than ``retention_ms`` before that. A market's newest segment is
+    always kept: it carries the market's latest values and record.
+    """
+    by_market: dict[str, list[tuple[int, bytes]]] = {}
+    newest = -1
+    for key in segment_keys:
+        market, ts, _ = split_segment_key(key)
+        by_market.setdefault(market, []).append((ts, key))
+        newest = max(newest, ts)
+    cutoff = newest - retention_ms
+    doomed = []
+    for entries in by_market.values():
+        doomed += [key for ts, key in entries[:-1] if ts < cutoff]
+    return doomed

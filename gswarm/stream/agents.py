@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from gswarm.stream.app import app, settings
-from gswarm.stream.pipeline import Ingest, counters
+from gswarm.stream.pipeline import Ingest, control_message, counters
 from gswarm.stream.tables import SKETCH_KEY, deadletter_topic, facts, sketches, tick_topic
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,28 @@ async def ingest_ticks(stream: Any) -> None:
     """Validate, group by market, and write one segment per market per batch."""
     async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
         await ingest.handle(events)
+
+
+@app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
+async def schedule_prune() -> None:
+    """Leader duty: ask every partition to prune, in order with its ticks."""
+    value, headers = control_message("prune", retention_ms=int(settings.retention_s * 1000))
+    for partition in range(settings.partitions):
+        await tick_topic.send(value=value, headers=headers, partition=partition)
+    log.debug("pruner: asked %d partitions to drop facts older than %.0fs of event time",
+             settings.partitions, settings.retention_s)
+
+
+_role = {"leader": False}
+
+
+@app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+async def watch_role() -> None:
+    """Log when this worker becomes, or stops being, the leader (cluster-wide duties)."""
+    leader = app.is_leader()
+    if leader != _role["leader"]:
+        _role["leader"] = leader
+        log.info("role: %s", "LEADER (runs the pruner schedule)" if leader else "follower")
 
 
 _last = {"t": time.monotonic(), "ticks": 0}

@@ -32,12 +32,27 @@ class FactStore(RocksDBStore):
     def open_partitions(self) -> list[int]:
         return sorted(self._dbs)
 
+    def segment_keys(self, partition: int) -> list[bytes]:
+        """Every segment key of a partition, in key order (market, then time)."""
+        it = self.db(partition).iter()
+        it.seek(SEGMENT)
+        keys = []
+        while it.valid() and it.key().startswith(SEGMENT):
+            keys.append(it.key())
+            it.next()
+        return keys
+
     def _set(self, key: bytes, value: bytes | None) -> None:
         event = current_event()
         assert event is not None, "facts are written while processing an event"
+        db = self._db_for_partition(event.message.partition)
         batch = rocksdict.WriteBatch(raw_mode=True)
-        _expand(batch, key, value)
-        self._db_for_partition(event.message.partition).write(batch)
+        _expand(batch, key, value, db.get)
+        db.write(batch)
+
+    def _del(self, key: bytes) -> None:
+        """Delete a segment and its datoms (the pruner; Faust sends the tombstone)."""
+        self._set(key, None)
 
     def apply_changelog_batch(
         self,
@@ -49,22 +64,37 @@ class FactStore(RocksDBStore):
         batches: dict[int, rocksdict.WriteBatch] = defaultdict(
             lambda: rocksdict.WriteBatch(raw_mode=True)
         )
+        pending: dict[tuple[int, bytes], bytes | None] = {}
         offsets: dict[TP, int] = {}
         for event in batch:
             msg = event.message
             offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
-            if msg.key is not None:
-                _expand(batches[msg.partition], msg.key, msg.value)
+            if msg.key is None:
+                continue
+            db, part = self._db_for_partition(msg.partition), msg.partition
+
+            def lookup(k: bytes, db: Any = db, part: int = part) -> bytes | None:
+                # a tombstone may follow its segment within this same write batch
+                return pending[(part, k)] if (part, k) in pending else db.get(k)
+
+            _expand(batches[part], msg.key, msg.value, lookup)
+            pending[(part, msg.key)] = msg.value
         for partition, wb in batches.items():
             self._db_for_partition(partition).write(wb)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
 
 
-def _expand(batch: rocksdict.WriteBatch, key: bytes, value: bytes | None) -> None:
+def _expand(
+    batch: rocksdict.WriteBatch, key: bytes, value: bytes | None,
+    get: Callable[[bytes], bytes | None],
+) -> None:
     if value is None:
-        # A tombstone (the pruner's, issue 5) removes the segment entry; its datoms are
-        # deleted by the pruner's range deletes.
+        # A tombstone (the pruner): the segment goes, and with it its datoms.
+        old = get(key) if key.startswith(SEGMENT) else None
+        if old is not None:
+            for k, _ in Segment.decode(old).datoms():
+                batch.delete(k)
         batch.delete(key)
         return
     batch.put(key, value)

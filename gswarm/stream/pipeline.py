@@ -9,22 +9,26 @@ may only be changed under an event of the partition that owns the key).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust.streams
+import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from gswarm.core import alpha
-from gswarm.core.facts import concat, market_key, rebuild_segment, seq_for
+from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import Rejected, decode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +40,9 @@ class Counters:
     ticks: int = 0  # ticks turned into facts (first time applied)
     duplicates: int = 0  # ticks skipped as redeliveries or duplicate bets
     resent: int = 0  # stored ticks sent to the changelog again after a redelivery
+    controls: int = 0  # control messages applied (not counted in messages)
+    prunes: int = 0
+    pruned_segments: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     batch_markets: int = 0  # sum over batches of the distinct markets in the batch
@@ -48,6 +55,8 @@ class Counters:
         return {
             "messages": self.messages, "items": self.items, "ticks": self.ticks,
             "duplicates": self.duplicates, "resent": self.resent,
+            "controls": self.controls, "prunes": self.prunes,
+            "pruned_segments": self.pruned_segments,
             "dead_letters": dict(self.dead_letters),
             "dead_letters_total": sum(self.dead_letters.values()),
             "batches": self.batches, "batch_markets": self.batch_markets,
@@ -88,6 +97,31 @@ class Partitioning:
                 self._cache.clear()
             hit = self._cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
         return hit
+
+
+CONTROL_HEADER = "gswarm-control"
+
+
+def control_of(msg: Any) -> dict[str, Any] | None:
+    """The control document of a message carrying the ``gswarm-control`` header, else None."""
+    headers = msg.headers
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == CONTROL_HEADER:
+            try:
+                doc = orjson.loads(msg.value or b"{}")
+            except orjson.JSONDecodeError:
+                doc = {}
+            return {"op": value.decode(errors="replace"), **doc} if isinstance(
+                doc, dict) else {"op": "invalid"}
+    return None
+
+
+def control_message(op: str, **fields: Any) -> tuple[bytes, dict[str, bytes]]:
+    """(value, headers) of a control message."""
+    return orjson.dumps(fields), {CONTROL_HEADER: op.encode()}
 
 
 class SketchCache:
@@ -144,6 +178,10 @@ class Ingest:
         partition_event: dict[int, EventT[Any]] = {}
         for event in events:
             msg = event.message
+            control = control_of(msg)
+            if control is not None:
+                self.control(event, control)
+                continue
             counters.messages += 1
             if msg.key is not None and msg.partition != self.partitioning.expected(
                 msg.key, self.partitions
@@ -205,6 +243,27 @@ class Ingest:
                 self.facts[segment.key] = segment.encode()
             counters.segments += 1
         return applied.counted
+
+    def control(self, event: EventT[Any], control: dict[str, Any]) -> None:
+        """A control message from the leader, applied in order with the partition's ticks."""
+        counters.controls += 1
+        if control.get("op") == "prune":
+            self.prune(event, int(control["retention_ms"]))
+        else:
+            log.warning("ignoring unknown control message %r", control)
+
+    def prune(self, event: EventT[Any], retention_ms: int) -> None:
+        """Delete the partition's segments (and datoms) older than the retention window."""
+        store = self.facts.data
+        doomed = plan_prune(store.segment_keys(event.message.partition), retention_ms)
+        with under_event(event):
+            for key in doomed:
+                del self.facts[key]
+        counters.pruned_segments += len(doomed)
+        counters.prunes += 1
+        if doomed:
+            log.info("pruner: partition %d dropped %d segments older than %.0fs",
+                     event.message.partition, len(doomed), retention_ms / 1000)
 
     async def dead_letter(self, event: EventT[Any], rejected: Rejected) -> None:
         """Send the original bytes with the reason and origin to the dead-letter topic."""

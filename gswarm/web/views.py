@@ -259,3 +259,47 @@ async def screen(web: Any, request: Any) -> Any:
     hits = queries.screen(all_dbs(), component, request.query.get("op", "gt"),
                           _float(request, "value"), _int(request, "limit", 100))
     return web.json({"component": component, "markets": hits})
+
+
+@app.page("/api/storage")
+async def storage(web: Any, request: Any) -> Any:
+    """Keys held per partition (datoms, segments, markets): to watch memory stay bounded."""
+    out = {}
+    for p in owned_partitions():
+        counts = {"F": 0, "S": 0, "M": 0}
+        it = store().db(p).iter()
+        it.seek_to_first()
+        while it.valid():
+            kind = it.key()[:1].decode(errors="replace")
+            if kind in counts:
+                counts[kind] += 1
+            it.next()
+        out[str(p)] = {"datoms": counts["F"], "segments": counts["S"], "markets": counts["M"]}
+    return web.json({"partitions": out})
+
+
+@app.page("/api/cluster")
+async def cluster(web: Any, request: Any) -> Any:
+    """This worker's view: its partitions (active, standby), the leader flag, lag, peers."""
+    topic = settings.tick_topic
+    actives = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+    changelog = facts.changelog_topic.get_topic_name()
+    standbys = sorted(
+        tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == changelog)
+    lag: dict[str, int | None] = {}
+    for tp in app.assignor.assigned_actives():
+        if tp.topic == topic:
+            try:
+                position = await app.consumer.position(tp)
+                lag[str(tp.partition)] = max(app.consumer.highwater(tp) - (position or 0), 0)
+            except Exception:  # not yet fetched: lag unknown
+                lag[str(tp.partition)] = None
+    workers = {
+        str(url): sorted(
+            p for t, parts in topics.items() if t == changelog for p in parts)
+        for url, topics in app.router.tables_metadata().items()
+    }
+    return web.json({
+        "worker": str(app.conf.canonical_url), "leader": app.is_leader(),
+        "active": actives, "standby": standbys, "lag": lag, "workers": workers,
+    })

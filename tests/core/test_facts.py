@@ -10,7 +10,9 @@ from gswarm.core.facts import (
     attr_prefix,
     concat,
     fact_key,
+    plan_prune,
     rebuild_segment,
+    segment_key,
     seq_for,
     split_fact_key,
 )
@@ -67,3 +69,14 @@ def test_rebuild_segment_from_stored_datoms() -> None:
     assert rebuild_segment(store.get, "m-1", [(9, 9)], b"r", 4) is None
     both = concat(back, seg)
     assert both.ts.tolist() == [6, 5, 5, 6] and both.record == b"r1"
+
+
+def test_plan_prune_keeps_each_markets_newest_segment() -> None:
+    keys = sorted([
+        segment_key("a", 1_000, 1), segment_key("a", 50_000, 2), segment_key("a", 99_000, 3),
+        segment_key("b", 2_000, 4),  # old, but b's newest: kept
+        segment_key("c", 10_000, 5), segment_key("c", 100_000, 6),
+    ])
+    doomed = plan_prune(keys, retention_ms=60_000)  # newest 100 000 -> cutoff 40 000
+    assert sorted(doomed) == sorted([segment_key("a", 1_000, 1), segment_key("c", 10_000, 5)])
+    assert plan_prune([], 1000) == []
