@@ -408,3 +408,56 @@ def q_hot(settings: Settings, k: int, window: float | None) -> None:
 def q_stats(settings: Settings) -> None:
     """Counters, unique markets and traders (HyperLogLog), cluster-wide."""
     _ask(settings, "/api/stats")
+
+
+# -- local cluster ---------------------------------------------------------------------------
+
+
+@cli.group("cluster")
+def cluster_group() -> None:
+    """N supervised workers on this machine (ports GSWARM_WEB_PORT, +1, ...)."""
+
+
+@cluster_group.command("up")
+@click.option("--workers", "-n", default=2, show_default=True)
+@pass_settings
+def cluster_up(settings: Settings, workers: int) -> None:
+    """Start the workers under a supervisor that restarts any that dies."""
+    from gswarm import cluster
+
+    state = cluster.up(settings, workers)
+    click.echo(f"cluster: supervisor pid {state['supervisor']}")
+    for w in state["workers"]:
+        click.echo(f"  {w['name']}: pid {w['pid']}, {w['url']}, log {w['log']}")
+
+
+@cluster_group.command("down")
+@pass_settings
+def cluster_down(settings: Settings) -> None:
+    """Stop the supervisor and exactly its workers (by PID)."""
+    from gswarm import cluster
+
+    click.echo("cluster stopped" if cluster.down(settings) else "no cluster was running")
+
+
+@cluster_group.command("status")
+@pass_settings
+def cluster_status(settings: Settings) -> None:
+    """Which worker owns which partitions, standbys, the leader, consumer lag."""
+    from gswarm import cluster
+
+    rows = cluster.status(settings)
+    if not rows:
+        click.echo("no cluster running")
+        sys.exit(1)
+    for row in rows:
+        view = row["view"]
+        head = f"{row['name']} pid {row['pid']} {'up' if row['alive'] else 'DOWN'}"
+        head += f", restarts {row['restarts']}, {row['url']}"
+        if "error" in view:
+            click.echo(f"{head}: not answering ({view['error']})")
+            continue
+        role = "LEADER" if view["leader"] else "follower"
+        lag = sum(v or 0 for v in view["lag"].values())
+        click.echo(f"{head}: {role}, active {view['active']}, standby {view['standby']}, "
+                   f"lag {lag}")

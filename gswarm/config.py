@@ -47,7 +47,8 @@ class Settings:
     )
     data_dir: Path = _setting(
         "GSWARM_DATA_DIR", PROJECT_ROOT / ".gswarm" / "data",
-        "Worker state (RocksDB tables); one sub-folder per worker.",
+        "Worker state (RocksDB tables); `faust --datadir` overrides it; gswarm's own "
+        "commands give each worker a sub-folder.",
     )
     web_host: str = _setting(
         "GSWARM_WEB_HOST", "127.0.0.1", "Address the worker's web server binds.",
@@ -110,6 +111,11 @@ class Settings:
             raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.metadata["env"], raw, type(f.default))
+        # `faust ... --datadir DIR worker` passes DIR to the app this way: it wins, as a
+        # Faust user expects.
+        faust_datadir = env.get("F_DATADIR") or env.get("FAUST_DATADIR")
+        if faust_datadir:
+            values["data_dir"] = _parse("F_DATADIR", faust_datadir, Path)
         return cls(**values).validated()
 
     def override(self, **changes: Any) -> Settings:

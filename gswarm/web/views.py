@@ -54,7 +54,16 @@ def store() -> FactStore:
     return data
 
 
+def recovering() -> bool:
+    """True while tables are being restored (after start or a rebalance)."""
+    recovery = cast(Any, app.tables).recovery
+    return bool(recovery.in_recovery or not recovery.completed.is_set())
+
+
 def owned_partitions() -> list[int]:
+    """Partitions this worker serves: actively assigned, tables fully recovered."""
+    if recovering():
+        return []
     topic = facts.changelog_topic.get_topic_name()
     return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
 
@@ -67,7 +76,8 @@ def market_db(market: str) -> Any:
     queries.check_market(market)
     partition = (murmur2(market.encode()) & 0x7FFFFFFF) % settings.partitions
     if partition not in owned_partitions():
-        raise Unavailable(f"partition {partition} of {market!r} is not served here yet")
+        state = "recovering" if recovering() else "not served here"
+        raise Unavailable(f"partition {partition} of {market!r} is {state}; retry shortly")
     return store().db(partition)
 
 
@@ -128,7 +138,8 @@ async def _peer_sketches(url: str) -> dict[int, bytes]:
 
 @app.page("/api/health")
 async def health(web: Any, request: Any) -> Any:
-    return web.json({"status": "ok", "partitions": owned_partitions()})
+    status = "recovering" if recovering() else "ok"
+    return web.json({"status": status, "partitions": owned_partitions()})
 
 
 @app.page("/api/stats")
@@ -301,5 +312,6 @@ async def cluster(web: Any, request: Any) -> Any:
     }
     return web.json({
         "worker": str(app.conf.canonical_url), "leader": app.is_leader(),
+        "recovering": recovering(),
         "active": actives, "standby": standbys, "lag": lag, "workers": workers,
     })
