@@ -31,6 +31,7 @@ async def schedule_prune() -> None:
     value, headers = control_message("prune", retention_ms=int(settings.retention_s * 1000))
     for partition in range(settings.partitions):
         await tick_topic.send(value=value, headers=headers, partition=partition)
+    counters.prune_schedules += 1
     log.debug("pruner: asked %d partitions to drop facts older than %.0fs of event time",
              settings.partitions, settings.retention_s)
 

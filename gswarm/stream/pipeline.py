@@ -40,7 +40,9 @@ class Counters:
     ticks: int = 0  # ticks turned into facts (first time applied)
     duplicates: int = 0  # ticks skipped as redeliveries or duplicate bets
     resent: int = 0  # stored ticks sent to the changelog again after a redelivery
+    ticks_by_partition: Counter[int] = field(default_factory=Counter)
     controls: int = 0  # control messages applied (not counted in messages)
+    prune_schedules: int = 0  # prune rounds this worker sent as the leader
     prunes: int = 0
     pruned_segments: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -55,7 +57,9 @@ class Counters:
         return {
             "messages": self.messages, "items": self.items, "ticks": self.ticks,
             "duplicates": self.duplicates, "resent": self.resent,
+            "ticks_by_partition": {str(p): n for p, n in self.ticks_by_partition.items()},
             "controls": self.controls, "prunes": self.prunes,
+            "prune_schedules": self.prune_schedules,
             "pruned_segments": self.pruned_segments,
             "dead_letters": dict(self.dead_letters),
             "dead_letters_total": sum(self.dead_letters.values()),
@@ -227,6 +231,7 @@ class Ingest:
         segment = applied.segment
         if segment is not None:
             counters.ticks += len(segment.ts)
+            counters.ticks_by_partition[event.message.partition] += len(segment.ts)
         redelivered = [a for a in arrivals if record and a.offset <= record.last_offset]
         if redelivered:
             # After a crash the local store may hold ticks whose changelog message was

@@ -73,8 +73,11 @@ def produce_ticks(settings: Settings, ticks: Iterable[dict[str, Any]]) -> int:
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except OSError:  # a worker not answering (yet): keep waiting
+            pass
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 

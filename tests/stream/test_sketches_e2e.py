@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.runner import WorkerProcess
+from tests.stream.compare import same_state, sketch_digests
 from tests.stream.conftest import produce_ticks, wait_consumed, wait_for
 
 pytestmark = pytest.mark.timeout(400)
@@ -47,11 +47,6 @@ def test_uniques_and_hot_markets(
     assert [h["market"] for h in win["markets"]][:3] == [
         m for m, _ in recent_truth.most_common(3)]
     assert abs(win["unique_traders"] / len({t["trader"] for t in recent}) - 1) < 0.05
-
-
-def sketch_digests(worker: WorkerProcess) -> dict[str, Any]:
-    parts = worker.get("/api/sketches/local")["partitions"]
-    return {p: (v["sha256"], v["ticks"], v["last_offset"]) for p, v in parts.items()}
 
 
 def test_kill_9_mid_stream_sketches_bit_identical_to_an_uninterrupted_run(
@@ -99,10 +94,3 @@ def test_kill_9_mid_stream_sketches_bit_identical_to_an_uninterrupted_run(
     wait_for(lambda: sketch_digests(fresh) == sketch_digests(w_calm), 60, "recovery")
     same_state(fresh, w_calm, sorted({t["market"] for t in ticks}))
 
-
-def same_state(a: WorkerProcess, b: WorkerProcess, markets: list[str]) -> None:
-    for market in markets:
-        assert a.get(f"/api/markets/{market}") == b.get(f"/api/markets/{market}"), market
-        ha = a.get(f"/api/markets/{market}/history?limit=10000")["points"]
-        hb = b.get(f"/api/markets/{market}/history?limit=10000")["points"]
-        assert ha == hb, market

@@ -1,0 +1,206 @@
+"""Failover with real processes dying: nothing lost, nothing counted twice.
+
+Each test streams the same seeded ticks into a "calm" app (one worker, nothing happens)
+and into an app that suffers; afterwards every partition's sketch bytes and every market's
+latest state and history must be equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gswarm import cluster
+from gswarm.config import Settings
+from gswarm.feeds.producer import produce
+from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.kafka import topics
+from gswarm.kafka.broker import LocalBroker
+from gswarm.runner import WorkerProcess
+from tests.conftest import broker_settings, free_port
+from tests.stream.compare import same_state, sketch_digests, sketched
+from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+N = 24_000
+RATE = 3_000.0
+
+
+def stream() -> list[dict[str, Any]]:
+    return list(synthetic_ticks(markets=150, count=N, seed=31))
+
+
+def make(settings_factory: Callable[..., Settings], **kw: Any) -> Settings:
+    s = settings_factory(web_port=free_port(), partitions=4, **kw)
+    asyncio.run(topics.apply(s))
+    return s
+
+
+@pytest.fixture
+def calm(settings_factory: Callable[..., Settings],
+         workers: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """The reference: one worker, the whole stream, nothing goes wrong."""
+    s = make(settings_factory)
+    w = workers(s, "calm")
+    produce_ticks(s, stream())
+    wait_consumed(w, N)
+    return w
+
+
+class Feeder(threading.Thread):
+    """Produces the stream at a steady rate in the background."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(produce(self.settings.broker, self.settings.tick_topic, stream(),
+                                rate=RATE, progress=False))
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join(120)
+        assert not self.is_alive() and self.error is None, self.error
+
+
+def record(name: str, **figures: Any) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / f"{name}.json").write_text(json.dumps(figures, indent=2))
+    print(name, figures)
+
+
+def markets() -> list[str]:
+    return sorted({t["market"] for t in stream()})
+
+
+def test_kill_9_one_of_two_workers_survivor_takes_over(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+    calm: WorkerProcess,
+) -> None:
+    s = make(settings_factory, lean=False)
+    w1 = workers(s, "w1")
+    w2 = workers(s.override(web_port=free_port()), "w2", ready=False)
+    wait_for(lambda: all(w.get("/api/cluster")["active"] for w in (w1, w2)), 60, "balance")
+    feeder = Feeder(s)
+    feeder.start()
+    wait_for(lambda: sketched(w1, w2) > N // 4, 60, "a quarter of the stream")
+
+    victim, survivor = (w1, w2) if w1.get("/api/cluster")["leader"] else (w2, w1)
+    lost = victim.get("/api/cluster")["active"]
+    before = survivor.get("/api/stats")["ticks_by_partition"]
+    victim.kill()
+    killed = time.monotonic()
+
+    def writes_for_lost() -> bool:
+        now = survivor.get("/api/stats")["ticks_by_partition"]
+        return any(now.get(str(p), 0) > before.get(str(p), 0) for p in lost)
+
+    wait_for(writes_for_lost, 60, "the survivor writing the dead worker's partitions")
+    takeover_s = time.monotonic() - killed
+    record("failover-kill-one-of-two", takeover_s=round(takeover_s, 3), partitions=lost)
+
+    feeder.finish()
+    wait_for(lambda: sketched(survivor) >= N, 120, "the whole stream")
+    assert sketch_digests(survivor) == sketch_digests(calm)
+    same_state(survivor, calm, markets())
+
+
+def test_repeated_chaos_with_the_supervisor_restarting_workers(
+    settings_factory: Callable[..., Settings], calm: WorkerProcess,
+) -> None:
+    s = make(settings_factory)
+    cluster.up(s, 2)
+    try:
+        feeder = Feeder(s)
+        feeder.start()
+        rng = random.Random(3)
+        kills = []
+        for _ in range(3):
+            time.sleep(2.0)
+            state = cluster.read_state(s)
+            assert state is not None
+            target = rng.choice(state["workers"])
+            os.kill(int(target["pid"]), 9)
+            kills.append(target["name"])
+        feeder.finish()
+        views = [WorkerProcess(cluster.worker_settings(s, i), f"worker-{i}") for i in (0, 1)]
+
+        def done() -> bool:
+            try:
+                return sketched(*views) >= N and sum(
+                    len(v.get("/api/health")["partitions"]) for v in views) == s.partitions
+            except OSError:
+                return False
+
+        wait_for(done, 180, "the cluster healed and the whole stream ingested")
+        state = cluster.read_state(s)
+        assert state is not None
+        restarts = sum(w["restarts"] for w in state["workers"])
+        record("chaos-three-kills", kills=kills, restarts=restarts)
+        assert restarts >= 3
+        assert sketch_digests(*views) == sketch_digests(calm)
+        # any worker answers for any market (routed to the owner)
+        same_state(views[0], calm, markets())
+    finally:
+        cluster.down(s)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    broker = LocalBroker(broker_settings(tmp_path / "kafka"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_worker_survives_a_broker_restart(
+    own_broker: LocalBroker, tmp_path: Path, workers: Callable[..., WorkerProcess],
+    calm: WorkerProcess,
+) -> None:
+    s = own_broker.settings.override(app_id="outage", data_dir=tmp_path / "data",
+                                     web_port=free_port(), partitions=4)
+    asyncio.run(topics.apply(s))
+    w = workers(s)
+    ticks = stream()
+    produce_ticks(s, ticks[: N // 2])
+    wait_for(lambda: sketched(w) > N // 4, 60, "ingest under way")
+    own_broker.stop()  # the broker goes away mid-stream
+    time.sleep(5)
+    assert w.alive(), "the worker must survive the outage"
+    own_broker.start()
+    produce_ticks(s, ticks[N // 2:])
+    wait_for(lambda: sketched(w) >= N, 180, "the whole stream after the outage")
+    assert w.alive()
+    assert sketch_digests(w) == sketch_digests(calm)
+    same_state(w, calm, markets())
+
+
+def test_leader_duty_moves_when_the_leader_dies(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+) -> None:
+    s = make(settings_factory, lean=False, prune_interval_s=1.0)
+    w1 = workers(s, "w1")
+    w2 = workers(s.override(web_port=free_port()), "w2", ready=False)
+    wait_for(lambda: all(w.get("/api/cluster")["active"] for w in (w1, w2)), 60, "balance")
+    wait_for(lambda: any(w.get("/api/cluster")["leader"] for w in (w1, w2)), 30, "a leader")
+    leader, other = (w1, w2) if w1.get("/api/cluster")["leader"] else (w2, w1)
+    assert other.get("/api/stats")["prune_schedules"] == 0  # only the leader schedules
+    wait_for(lambda: leader.get("/api/stats")["prune_schedules"] > 0, 30, "leader prunes")
+    leader.kill()
+    wait_for(lambda: other.get("/api/cluster")["leader"], 60, "a new leader")
+    wait_for(lambda: other.get("/api/stats")["prune_schedules"] > 0, 30, "new leader prunes")
+    log = other.log_path.read_text()
+    assert "role: LEADER" in log
