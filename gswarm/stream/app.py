@@ -27,8 +27,8 @@ def make_app(s: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         # a killed worker is noticed within a few seconds (the broker allows >= 1 s)
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=3.0,
+        broker_heartbeat_interval=0.5,
         broker_commit_interval=s.commit_interval_s,
         producer_linger_ms=2,
         producer_max_batch_size=512 * 1024,
