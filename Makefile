@@ -46,7 +46,8 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/sketches.py
-	@echo "make bench: only the sketch kernels so far; ingest, latency, failover and memory benchmarks are not written yet (issue 7)."
+	$(BIN)/python bench/cluster.py
+	@echo "make bench: sketch kernels and cluster (failover, recovery, memory) so far; ingest throughput and latency are not written yet (issue 7)."
 
 clean:
 	-test -x $(BIN)/gswarm && $(BIN)/gswarm kafka down
