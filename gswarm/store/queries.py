@@ -83,16 +83,24 @@ def _scan(db: Db, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
 
 def series(
     db: Db, market: str, attr: str = "tick/probability",
-    start: int = 0, end: int = MAX_TS, limit: int = 1000,
+    start: int = 0, end: int = MAX_TS, limit: int = 1000, after_seq: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Datoms of one attribute with ``start <= ts <= end``, in time order (at most limit)."""
+    """Datoms of one attribute with ``start <= ts <= end``, in time order (at most limit).
+
+    Pages: pass the last point's ``ts`` as ``start`` and its ``seq`` as ``after_seq``.
+    """
     code, market = check_attr(attr), check_market(market)
     check_limit(limit)
+    if not 0 <= start <= MAX_TS or not 0 <= end <= MAX_TS:
+        raise QueryError("from and to must be in [0, 2**63)")
     if start > end:
         raise QueryError(f"from ({start}) is after to ({end})")
+    if after_seq is not None and not 0 <= after_seq < MAX_SEQ:
+        raise QueryError("after_seq out of range")
+    first = 0 if after_seq is None else after_seq + 1
     prefix = attr_prefix(market, code)
     out = []
-    for key, value in _scan(db, prefix + tx_bytes(start, 0), prefix + tx_bytes(end, MAX_SEQ)):
+    for key, value in _scan(db, prefix + tx_bytes(start, first), prefix + tx_bytes(end, MAX_SEQ)):
         _, _, ts, seq = split_fact_key(key)
         out.append({"ts": ts, "seq": seq, "value": decode_value(code, value)})
         if len(out) >= limit:
@@ -103,9 +111,11 @@ def series(
 def asof(db: Db, market: str, attr: str, t: int) -> dict[str, Any] | None:
     """The value of ``attr`` at time ``t``: the last datom with ``ts <= t`` (or None)."""
     code, market = check_attr(attr), check_market(market)
+    if not 0 <= t <= MAX_TS:
+        raise QueryError("t must be in [0, 2**63)")
     prefix = attr_prefix(market, code)
     it = db.iter()
-    it.seek_for_prev(prefix + tx_bytes(max(t, 0), MAX_SEQ))
+    it.seek_for_prev(prefix + tx_bytes(t, MAX_SEQ))
     if not it.valid() or not it.key().startswith(prefix):
         return None
     _, _, ts, seq = split_fact_key(it.key())
@@ -118,6 +128,8 @@ def since(db: Db, market: str, ts: int, seq: int = MAX_SEQ, limit: int = 1000) -
     """Every datom of a market with tx after ``(ts, seq)``, as (e, a, v, tx) in tx order."""
     market = check_market(market)
     check_limit(limit)
+    if not 0 <= ts <= MAX_TS or not 0 <= seq <= MAX_SEQ:
+        raise QueryError("ts/seq out of range")
     out = []
     for code, name in ATTRIBUTE_NAMES.items():
         prefix = attr_prefix(market, code)
@@ -142,6 +154,8 @@ def markets(dbs: Iterable[Db]) -> Iterator[MarketRecord]:
 def search(dbs: Iterable[Db], prefix: str, limit: int = 100) -> list[str]:
     """Market ids starting with ``prefix``, sorted."""
     check_limit(limit)
+    if len(prefix) > 200 or any(ord(c) < 32 for c in prefix):
+        raise QueryError("malformed prefix")
     start = MARKET + prefix.encode()
     found: list[str] = []
     for db in dbs:
@@ -158,9 +172,14 @@ def _unit_alpha(rec: MarketRecord) -> np.ndarray[Any, Any]:
     return vec
 
 
+def target_vector(dbs: Iterable[Db], market: str) -> list[float]:
+    """The stored (embedded, unit) alpha vector of ``market``."""
+    return _unit_alpha(record(dbs, market)).tolist()  # type: ignore[no-any-return]
+
+
 def similar(
     dbs: Iterable[Db], *, market: str | None = None, vector: list[float] | None = None,
-    k: int = 10, min_score: float = -1.0,
+    k: int = 10, min_score: float = -1.0, exclude: str | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k markets by cosine similarity of their current alpha vectors (>= min_score)."""
     if not 1 <= k <= 1000:
@@ -180,7 +199,7 @@ def similar(
         target = alpha.unit(np.array([vector], dtype=np.float64))[0].astype(np.float64)
     ids, rows = [], []
     for rec in markets(dbs):
-        if rec.market != market:
+        if rec.market not in (market, exclude):
             ids.append(rec.market)
             rows.append(_unit_alpha(rec))
     if not rows:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import faust
 
 from gswarm.config import Settings
+from gswarm.web.middleware import json_errors
 
 settings = Settings.from_env()
 
@@ -39,6 +40,7 @@ def make_app(s: Settings) -> faust.App:
         web_bind=s.web_host,
         web_port=s.web_port,
         web_transport=f"tcp://{s.web_host}",
+        web_application_options={"middlewares": [json_errors]},
     )
 
 

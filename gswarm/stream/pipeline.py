@@ -41,6 +41,9 @@ class Counters:
     duplicates: int = 0  # ticks skipped as redeliveries or duplicate bets
     resent: int = 0  # stored ticks sent to the changelog again after a redelivery
     ticks_by_partition: Counter[int] = field(default_factory=Counter)
+    ticks_by_source: Counter[str] = field(default_factory=Counter)
+    batch_messages_sum: int = 0  # sum of batch sizes (with batches: a summary)
+    flush_ms_sum: float = 0.0
     controls: int = 0  # control messages applied (not counted in messages)
     prune_schedules: int = 0  # prune rounds this worker sent as the leader
     prunes: int = 0
@@ -58,6 +61,7 @@ class Counters:
             "messages": self.messages, "items": self.items, "ticks": self.ticks,
             "duplicates": self.duplicates, "resent": self.resent,
             "ticks_by_partition": {str(p): n for p, n in self.ticks_by_partition.items()},
+            "ticks_by_source": dict(self.ticks_by_source),
             "controls": self.controls, "prunes": self.prunes,
             "prune_schedules": self.prune_schedules,
             "pruned_segments": self.pruned_segments,
@@ -218,6 +222,8 @@ class Ingest:
         counters.batch_markets += len(groups)
         counters.last_batch_size = len(events)
         counters.last_flush_ms = (time.perf_counter() - started) * 1000
+        counters.batch_messages_sum += len(events)
+        counters.flush_ms_sum += counters.last_flush_ms
 
     def write_market(
         self, event: EventT[Any], market: str, arrivals: list[Arrival]
@@ -232,6 +238,9 @@ class Ingest:
         if segment is not None:
             counters.ticks += len(segment.ts)
             counters.ticks_by_partition[event.message.partition] += len(segment.ts)
+            for a in arrivals:
+                if a.offset > (record.last_offset if record else -1):
+                    counters.ticks_by_source[a.tick.source] += 1
         redelivered = [a for a in arrivals if record and a.offset <= record.last_offset]
         if redelivered:
             # After a crash the local store may hold ticks whose changelog message was

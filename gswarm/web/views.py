@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import aiohttp
+import aiohttp.web
+import orjson
 from aiokafka.partitioner import murmur2
 
 from gswarm.core.sketches.state import MergedSketches, PartitionSketches
@@ -23,6 +29,7 @@ from gswarm.stream.app import app, settings
 from gswarm.stream.factstore import FactStore
 from gswarm.stream.pipeline import counters
 from gswarm.stream.tables import SKETCH_KEY, facts, sketches
+from gswarm.web import metrics, openapi
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -199,14 +206,18 @@ async def market_latest(web: Any, request: Any, market: str) -> Any:
 @app.table_route(table=facts, match_info="market")
 @json_errors
 async def market_history(web: Any, request: Any, market: str) -> Any:
+    """A page of one attribute's series; ``next`` gives the parameters of the next page."""
     db = market_db(market)
     queries.record([db], market)  # 404 for an unknown market
-    rows = queries.series(
-        db, market, request.query.get("attr", "tick/probability"),
-        _int(request, "from", 0), _int(request, "to", queries.MAX_TS),
-        _int(request, "limit", 1000),
-    )
-    return web.json({"market": market, "points": rows})
+    start, end = _int(request, "from", 0), _int(request, "to", queries.MAX_TS)
+    limit = _int(request, "limit", 1000)
+    after = request.query.get("after_seq")
+    attr = request.query.get("attr", "tick/probability")
+    rows = queries.series(db, market, attr, start, end, limit,
+                          None if after is None else _int(request, "after_seq"))
+    more = len(rows) == limit
+    nxt = {"from": rows[-1]["ts"], "after_seq": rows[-1]["seq"]} if more else None
+    return web.json({"market": market, "attr": attr, "points": rows, "next": nxt})
 
 
 @app.page("/api/markets/{market}/asof")
@@ -232,44 +243,122 @@ async def market_since(web: Any, request: Any, market: str) -> Any:
     return web.json({"market": market, "datoms": datoms})
 
 
+def peers() -> list[str]:
+    """Web URLs of the other workers of the app (from the partition assignor)."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    return sorted({str(url).rstrip("/") for url in app.router.tables_metadata()} - {me})
+
+
+async def gather(path: str, params: dict[str, Any]) -> list[Any]:
+    """GET ``path?local=1&params`` from every other worker (JSON documents)."""
+
+    async def one(url: str) -> Any:
+        try:
+            async with app.http_client.get(
+                f"{url}{path}", params={**{k: str(v) for k, v in params.items()}, "local": "1"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                if resp.status >= 400:
+                    raise Unavailable(f"worker {url} answered {resp.status}")
+                return await resp.json()
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise Unavailable(f"worker {url} did not answer: {exc!r}") from None
+
+    return list(await asyncio.gather(*(one(u) for u in peers())))
+
+
+def _local(request: Any) -> bool:
+    return bool(request.query.get("local") == "1")
+
+
 @app.page("/api/markets")
 @json_errors
 async def market_search(web: Any, request: Any) -> Any:
-    found = queries.search(all_dbs(), request.query.get("prefix", ""),
-                           _int(request, "limit", 100))
-    return web.json({"markets": found})
+    """Market ids starting with ``prefix``, across the cluster."""
+    prefix, limit = request.query.get("prefix", ""), _int(request, "limit", 100)
+    found = queries.search(all_dbs(), prefix, limit)
+    if not _local(request):
+        for doc in await gather("/api/markets", {"prefix": prefix, "limit": limit}):
+            found += doc["markets"]
+    return web.json({"markets": sorted(set(found))[:limit]})
+
+
+async def _target_vector(market: str) -> list[float]:
+    """The stored (embedded) alpha vector of a market, from whichever worker holds it."""
+    queries.check_market(market)
+    try:
+        return queries.target_vector(all_dbs(), market)
+    except NotFoundError:
+        if not peers():
+            raise
+    for doc in await gather(f"/api/vector/{quote(market, safe='')}", {}):
+        if doc.get("vector") is not None:
+            return list(doc["vector"])
+    raise NotFoundError(f"unknown market {market!r}")
+
+
+@app.page("/api/vector/{market}")
+@json_errors
+async def market_vector(web: Any, request: Any, market: str) -> Any:
+    """The market's stored alpha vector if this worker holds it (``null`` otherwise)."""
+    try:
+        return web.json({"vector": queries.target_vector(all_dbs(), market)})
+    except NotFoundError:
+        return web.json({"vector": None})
+
+
+async def _similar(request: Any, vector: list[float], exclude: str | None) -> list[Any]:
+    k, min_score = _int(request, "k", 10), _float(request, "min", -1.0)
+    hits = queries.similar(all_dbs(), vector=vector, k=k, min_score=min_score,
+                           exclude=exclude)
+    if not _local(request):
+        params: dict[str, Any] = {"vector": ",".join(map(repr, vector)), "k": k,
+                                  "min": min_score}
+        if exclude:
+            params["exclude"] = exclude
+        for doc in await gather("/api/similar", params):
+            hits += doc["similar"]
+    hits.sort(key=lambda h: (-h["score"], h["market"]))
+    return hits[:k]
 
 
 @app.page("/api/similar/{market}")
 @json_errors
 async def similar_market(web: Any, request: Any, market: str) -> Any:
-    hits = queries.similar(all_dbs(), market=market, k=_int(request, "k", 10),
-                           min_score=_float(request, "min", -1.0))
-    return web.json({"market": market, "similar": hits})
+    """Top-k markets most similar to ``market`` (cosine over alpha vectors), cluster-wide."""
+    vector = await _target_vector(market)
+    return web.json({"market": market, "similar": await _similar(request, vector, market)})
 
 
 @app.page("/api/similar")
 @json_errors
 async def similar_vector(web: Any, request: Any) -> Any:
+    """Top-k markets most similar to a given vector (comma-separated components)."""
     raw = request.query.get("vector", "")
+    if not raw:
+        raise QueryError("parameter 'vector' is required")
     try:
-        vector = [float(x) for x in raw.split(",")] if raw else None
+        vector = [float(x) for x in raw.split(",")]
     except ValueError:
         raise QueryError("vector must be comma-separated numbers") from None
-    if vector is None:
-        raise QueryError("parameter 'vector' is required")
-    hits = queries.similar(all_dbs(), vector=vector, k=_int(request, "k", 10),
-                           min_score=_float(request, "min", -1.0))
-    return web.json({"similar": hits})
+    exclude = request.query.get("exclude")
+    return web.json({"similar": await _similar(request, vector, exclude)})
 
 
 @app.page("/api/screen")
 @json_errors
 async def screen(web: Any, request: Any) -> Any:
-    component = request.query.get("component", "")
-    hits = queries.screen(all_dbs(), component, request.query.get("op", "gt"),
-                          _float(request, "value"), _int(request, "limit", 100))
-    return web.json({"component": component, "markets": hits})
+    """Markets whose current alpha component compares ``op`` to ``value``, cluster-wide."""
+    component, op = request.query.get("component", ""), request.query.get("op", "gt")
+    value, limit = _float(request, "value"), _int(request, "limit", 100)
+    hits = queries.screen(all_dbs(), component, op, value, limit)
+    if not _local(request):
+        params = {"component": component, "op": op, "value": value, "limit": limit}
+        for doc in await gather("/api/screen", params):
+            hits += doc["markets"]
+    hits.sort(key=lambda h: (-h[component] if op in ("gt", "ge") else h[component],
+                             h["market"]))
+    return web.json({"component": component, "markets": hits[:limit]})
 
 
 @app.page("/api/storage")
@@ -315,3 +404,86 @@ async def cluster(web: Any, request: Any) -> Any:
         "recovering": recovering(),
         "active": actives, "standby": standbys, "lag": lag, "workers": workers,
     })
+
+
+# -- metrics, OpenAPI, dashboard, live events --------------------------------------------------
+
+
+def _local_estimates() -> dict[str, float]:
+    parts = [PartitionSketches.from_bytes(b) for b in local_sketch_bytes().values()]
+    merged = MergedSketches.of(parts)
+    return {"unique_markets": merged.markets.estimate(),
+            "unique_traders": merged.traders.estimate()}
+
+
+metrics.setup(app, counters, _local_estimates)
+
+STATIC = Path(__file__).resolve().parent / "static"
+_ASSETS = {
+    "uPlot.iife.min.js": "application/javascript",
+    "uPlot.min.css": "text/css",
+    "dashboard.js": "application/javascript",
+    "dashboard.css": "text/css",
+}
+
+
+@app.page("/")
+async def dashboard(web: Any, request: Any) -> Any:
+    """The dashboard (one page; a market's view is at ``/#/market/ID``)."""
+    return web.html((STATIC / "index.html").read_text())
+
+
+@app.page("/static/{name}")
+@json_errors
+async def static_asset(web: Any, request: Any, name: str) -> Any:
+    if name not in _ASSETS:
+        raise NotFoundError(f"no asset {name[:60]!r}")
+    return web.bytes((STATIC / name).read_bytes(), content_type=_ASSETS[name])
+
+
+@app.page("/api/openapi.json")
+async def openapi_document(web: Any, request: Any) -> Any:
+    return web.json(openapi.document(settings))
+
+
+async def _snapshot() -> dict[str, Any]:
+    merged = await cluster_sketches()
+    return {
+        "t": time.time(), **counters.snapshot(),
+        "unique_markets": merged.markets.estimate(),
+        "unique_traders": merged.traders.estimate(),
+        "hot": [{"market": m, "ticks": n} for m, n in merged.hot(10)],
+        "lag": await _total_lag(),
+    }
+
+
+async def _total_lag() -> int:
+    total = 0
+    for tp in app.assignor.assigned_actives():
+        if tp.topic == settings.tick_topic:
+            with contextlib.suppress(Exception):
+                position = await app.consumer.position(tp)
+                total += max(app.consumer.highwater(tp) - (position or 0), 0)
+    return total
+
+
+@app.page("/api/events")
+async def events(web: Any, request: Any) -> Any:
+    """Server-sent events: a snapshot (counters, uniques, hot markets, lag) every second."""
+    resp = aiohttp.web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    limit = _int(request, "count", 0)  # 0: until the client goes away
+    sent = 0
+    try:
+        while limit == 0 or sent < limit:
+            try:
+                doc = await _snapshot()
+            except (Unavailable, QueryError) as exc:
+                doc = {"t": time.time(), "error": str(exc)}
+            await resp.write(b"data: " + orjson.dumps(doc) + b"\n\n")
+            sent += 1
+            await asyncio.sleep(1.0)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return resp

@@ -1,0 +1,67 @@
+"""Prometheus metrics at /metrics: Faust's sensor plus Gswarm's own counters.
+
+Gswarm's figures are read from the in-process counters when scraped, so the ingest path
+pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import REGISTRY
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from gswarm.stream.pipeline import Counters
+
+
+class GswarmCollector(Collector):
+    """Exports :class:`Counters` and sketch estimates at scrape time."""
+
+    def __init__(self, counters: Counters, estimates: Callable[[], dict[str, float]]):
+        self.counters = counters
+        self.estimates = estimates
+
+    def collect(self) -> Iterator[Any]:
+        c = self.counters
+        ticks = CounterMetricFamily("gswarm_ticks", "Ticks stored as facts", labels=["source"])
+        for source, n in sorted(c.ticks_by_source.items()):
+            ticks.add_metric([source], n)
+        yield ticks
+        dead = CounterMetricFamily("gswarm_dead_letters", "Dead letters", labels=["reason"])
+        for reason, n in sorted(c.dead_letters.items()):
+            dead.add_metric([reason], n)
+        yield dead
+        plain: tuple[tuple[str, str, float], ...] = (
+            ("gswarm_messages", "Tick messages consumed", c.messages),
+            ("gswarm_duplicates", "Ticks skipped as redelivered or duplicate bets",
+             c.duplicates),
+            ("gswarm_resent_ticks", "Stored ticks re-sent to the changelog", c.resent),
+            ("gswarm_pruned_segments", "Segments dropped by the pruner", c.pruned_segments),
+            ("gswarm_segments", "Segments written (changelog messages of facts)", c.segments),
+        )
+        for name, doc, value in plain:
+            yield CounterMetricFamily(name, doc, value=value)
+        yield SummaryMetricFamily("gswarm_batch_messages", "Messages per ingest batch",
+                                  count_value=c.batches, sum_value=c.batch_messages_sum)
+        yield SummaryMetricFamily("gswarm_flush_seconds", "Time to process one batch",
+                                  count_value=c.batches, sum_value=c.flush_ms_sum / 1000)
+        est = GaugeMetricFamily("gswarm_sketch_estimate",
+                                "HyperLogLog estimates over this worker's partitions",
+                                labels=["what"])
+        for what, value in sorted(self.estimates().items()):
+            est.add_metric([what], value)
+        yield est
+
+
+def setup(app: Any, counters: Counters, estimates: Callable[[], dict[str, float]]) -> None:
+    """Faust's Prometheus sensor and page at /metrics, with Gswarm's collector."""
+    setup_prometheus_sensors(app, "/metrics", REGISTRY,
+                             name_prefix=app.conf.name.replace("-", "_"))
+    REGISTRY.register(GswarmCollector(counters, estimates))

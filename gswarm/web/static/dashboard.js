@@ -1,0 +1,84 @@
+// Gswarm dashboard: live overview over server-sent events, market pages from the JSON API.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const fmt = (x, d = 0) => (x == null ? "–" : Number(x).toLocaleString(undefined, { maximumFractionDigits: d }));
+const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+
+let rateChart = null, probChart = null, last = null;
+const series = [[], [], []]; // time, ticks/s, lag
+
+function chart(el, labels, data) {
+  const width = Math.max(el.clientWidth || 600, 300);
+  const opts = { width, height: 220, series: [{}].concat(labels.map((l, i) => ({ label: l, stroke: ["#3467d6", "#d65f34"][i], scale: i ? "lag" : "y" }))),
+    axes: [{}, { scale: "y" }].concat(labels.length > 1 ? [{ side: 1, scale: "lag", grid: { show: false } }] : []) };
+  return new uPlot(opts, data, el);
+}
+
+function onSnapshot(doc) {
+  if (doc.error) { $("status").textContent = doc.error; return; }
+  $("status").textContent = "live · " + new Date(doc.t * 1000).toLocaleTimeString();
+  $("unique-markets").textContent = fmt(doc.unique_markets);
+  $("unique-traders").textContent = fmt(doc.unique_traders);
+  $("ticks").textContent = fmt(doc.ticks);
+  $("lag").textContent = fmt(doc.lag);
+  $("dead").textContent = fmt(doc.dead_letters_total);
+  const rate = last ? (doc.ticks - last.ticks) / Math.max(doc.t - last.t, 1e-3) : 0;
+  last = doc;
+  $("rate").textContent = fmt(rate);
+  $("hot").querySelector("tbody").innerHTML = doc.hot.map((h, i) =>
+    `<tr><td>${i + 1}</td><td><a href="#/market/${encodeURIComponent(h.market)}">${esc(h.market)}</a></td><td class="num">${fmt(h.ticks)}</td></tr>`).join("");
+  series[0].push(doc.t); series[1].push(rate); series[2].push(doc.lag);
+  if (series[0].length > 300) series.forEach((s) => s.shift());
+  if (!rateChart) rateChart = chart($("rate-chart"), ["ticks/s", "lag"], series);
+  else rateChart.setData(series);
+  if (currentMarket()) refreshMarket(currentMarket());
+}
+
+function currentMarket() {
+  const m = location.hash.match(/^#\/market\/(.+)$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+async function getJSON(path) {
+  const r = await fetch(path);
+  const doc = await r.json();
+  if (!r.ok) throw new Error(doc.error || r.statusText);
+  return doc;
+}
+
+async function refreshMarket(market) {
+  const q = encodeURIComponent(market);
+  try {
+    const [latest, history, similar] = await Promise.all([
+      getJSON(`/api/markets/${q}`), getJSON(`/api/markets/${q}/history?limit=10000`),
+      getJSON(`/api/similar/${q}?k=8`)]);
+    $("market-title").textContent = market;
+    const pts = history.points;
+    const data = [pts.map((p) => p.ts / 1000), pts.map((p) => p.value)];
+    $("prob-chart").dataset.points = String(pts.length);
+    if (!probChart) probChart = chart($("prob-chart"), ["probability"], data);
+    else probChart.setData(data);
+    const rows = ["prob", "ts", "volume", "trader", "outcome", "source", "ticks"];
+    $("latest").querySelector("tbody").innerHTML = rows.map((k) =>
+      `<tr><td>${k}</td><td class="num">${esc(k === "ts" ? new Date(latest.ts).toISOString() : latest[k])}</td></tr>`).join("");
+    $("alpha").querySelector("tbody").innerHTML = Object.entries(latest.alpha).map(([k, v]) =>
+      `<tr><td>${esc(k)}</td><td class="num">${fmt(v, 4)}</td></tr>`).join("");
+    $("similar").querySelector("tbody").innerHTML = similar.similar.map((h) =>
+      `<tr><td><a href="#/market/${encodeURIComponent(h.market)}">${esc(h.market)}</a></td><td class="num">${fmt(h.score, 4)}</td></tr>`).join("");
+  } catch (err) {
+    $("market-title").textContent = `${market}: ${err.message}`;
+  }
+}
+
+function route() {
+  const market = currentMarket();
+  $("market").hidden = !market;
+  if (probChart) { probChart.destroy(); probChart = null; }
+  if (market) refreshMarket(market);
+}
+
+window.addEventListener("hashchange", route);
+route();
+const source = new EventSource("/api/events");
+source.onmessage = (e) => onSnapshot(JSON.parse(e.data));
+source.onerror = () => { $("status").textContent = "reconnecting…"; };
