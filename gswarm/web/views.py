@@ -184,10 +184,10 @@ async def hot(web: Any, request: Any) -> Any:
     merged = await cluster_sketches()
     window_ms = None
     if window is not None:
-        window_ms = int(_float(request, "window") * 1000)
-        span = merged.window.span_ms
-        if not 0 < window_ms <= span:
+        seconds, span = _float(request, "window"), merged.window.span_ms
+        if not 0 < seconds <= span / 1000:  # checked before scaling: no overflow
             raise QueryError(f"window must be in (0, {span // 1000}] seconds")
+        window_ms = max(int(seconds * 1000), 1)
     return web.json({
         "window_s": None if window_ms is None else window_ms / 1000,
         "unique_traders": merged.unique_traders(window_ms),
