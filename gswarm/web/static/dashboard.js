@@ -8,11 +8,18 @@ let rateChart = null, probChart = null, last = null;
 const series = [[], [], []]; // time, ticks/s, lag
 
 function chart(el, labels, data) {
-  const width = Math.max(el.clientWidth || 600, 300);
+  const width = Math.max((el.parentElement.clientWidth || 632) - 32, 300);
   const opts = { width, height: 220, series: [{}].concat(labels.map((l, i) => ({ label: l, stroke: ["#3467d6", "#d65f34"][i], scale: i ? "lag" : "y" }))),
     axes: [{}, { scale: "y" }].concat(labels.length > 1 ? [{ side: 1, scale: "lag", grid: { show: false } }] : []) };
   return new uPlot(opts, data, el);
 }
+
+// once the tables beside a chart are filled its panel may be narrower: fit it again
+function fit(plot, el) {
+  const width = Math.max(el.parentElement.clientWidth - 32, 300);
+  if (plot && Math.abs(plot.width - width) > 2) plot.setSize({ width, height: 220 });
+}
+window.addEventListener("resize", () => { fit(rateChart, $("rate-chart")); fit(probChart, $("prob-chart")); });
 
 function onSnapshot(doc) {
   if (doc.error) { $("status").textContent = doc.error; return; }
@@ -65,6 +72,7 @@ async function refreshMarket(market) {
       `<tr><td>${esc(k)}</td><td class="num">${fmt(v, 4)}</td></tr>`).join("");
     $("similar").querySelector("tbody").innerHTML = similar.similar.map((h) =>
       `<tr><td><a href="#/market/${encodeURIComponent(h.market)}">${esc(h.market)}</a></td><td class="num">${fmt(h.score, 4)}</td></tr>`).join("");
+    fit(probChart, $("prob-chart"));
   } catch (err) {
     $("market-title").textContent = `${market}: ${err.message}`;
   }
