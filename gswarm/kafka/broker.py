@@ -160,7 +160,8 @@ class LocalBroker:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [
             *self._java(), "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self.properties),
+            # "=" form: a random id may start with "-", which argparse takes for an option
+            f"--cluster-id={cluster_id}", f"--config={self.properties}",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:

@@ -63,3 +63,19 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_format_accepts_a_cluster_id_starting_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    from gswarm.kafka import broker as broker_module
+
+    # base64 of these bytes starts with "-": once formatting failed on such a random id
+    dash_first = uuid.UUID(bytes=b"\xfb" + b"\x01" * 15)
+    monkeypatch.setattr(broker_module.uuid, "uuid4", lambda: dash_first)
+    b = LocalBroker(broker_settings(tmp_path / "k"))
+    b.write_properties()
+    b.format_storage()
+    assert "cluster.id=-" in (b.data / "meta.properties").read_text()
