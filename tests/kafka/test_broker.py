@@ -70,11 +70,9 @@ def test_format_accepts_a_cluster_id_starting_with_a_dash(
 ) -> None:
     import uuid
 
-    from gswarm.kafka import broker as broker_module
-
     # base64 of these bytes starts with "-": once formatting failed on such a random id
     dash_first = uuid.UUID(bytes=b"\xfb" + b"\x01" * 15)
-    monkeypatch.setattr(broker_module.uuid, "uuid4", lambda: dash_first)
+    monkeypatch.setattr(uuid, "uuid4", lambda: dash_first)
     b = LocalBroker(broker_settings(tmp_path / "k"))
     b.write_properties()
     b.format_storage()
