@@ -113,7 +113,11 @@ def test_kill_9_one_of_two_workers_survivor_takes_over(
     record("failover-kill-one-of-two", takeover_s=round(takeover_s, 3), partitions=lost)
 
     feeder.finish()
-    wait_for(lambda: sketched(survivor) >= N, 120, "the whole stream")
+    try:
+        wait_for(lambda: sketched(survivor) >= N, 120, "the whole stream")
+    finally:
+        record("failover-kill-one-of-two-state", survivor=sketch_digests(survivor),
+               calm=sketch_digests(calm), stats=survivor.get("/api/stats"))
     assert sketch_digests(survivor) == sketch_digests(calm)
     same_state(survivor, calm, markets())
 
