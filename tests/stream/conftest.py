@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 
 from gswarm.config import Settings
 from gswarm.kafka import topics
+from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.conftest import free_port
 
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 

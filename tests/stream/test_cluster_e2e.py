@@ -25,8 +25,9 @@ from gswarm.feeds.producer import produce
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.kafka import topics
 from gswarm.kafka.broker import LocalBroker
+from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.conftest import broker_settings, free_port
+from tests.conftest import broker_settings
 from tests.stream.compare import same_state, sketch_digests, sketched
 from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed, wait_for
 
@@ -40,7 +41,8 @@ def stream() -> list[dict[str, Any]]:
 
 
 def make(settings_factory: Callable[..., Settings], **kw: Any) -> Settings:
-    s = settings_factory(web_port=free_port(), partitions=4, **kw)
+    # cluster workers listen on web_port + i: both ports must be free
+    s = settings_factory(web_port=free_port(span=2), partitions=4, **kw)
     asyncio.run(topics.apply(s))
     return s
 

@@ -56,7 +56,7 @@ def test_1000_bad_messages_dead_lettered_with_reasons_good_ones_kept(
     settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess]
 ) -> None:
     from gswarm.kafka import topics
-    from tests.conftest import free_port
+    from gswarm.ports import free_port
 
     settings = settings_factory(web_port=free_port(), partitions=4, max_message_bytes=4096)
     asyncio.run(topics.apply(settings))

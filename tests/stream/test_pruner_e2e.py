@@ -10,8 +10,8 @@ import pytest
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.kafka import topics
+from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.conftest import free_port
 from tests.stream.conftest import produce_ticks, wait_consumed, wait_for
 
 pytestmark = pytest.mark.timeout(400)

@@ -55,7 +55,7 @@ def test_kill_9_mid_stream_sketches_bit_identical_to_an_uninterrupted_run(
     import asyncio
 
     from gswarm.kafka import topics
-    from tests.conftest import free_port
+    from gswarm.ports import free_port
 
     ticks = list(synthetic_ticks(markets=200, count=30_000, seed=5))
     # commits every 5 s: a kill leaves processed but uncommitted messages to redeliver

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.conftest import free_port
 from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed, wait_for
 from tests.stream.truth import ground_truth
 

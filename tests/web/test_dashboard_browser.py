@@ -18,8 +18,8 @@ import pytest
 
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.conftest import free_port
 from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
