@@ -8,6 +8,7 @@ may only be changed under an event of the partition that owns the key).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust.streams
+import numpy as np
 import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
@@ -25,6 +27,7 @@ from faust.types import EventT
 from gswarm.core import alpha
 from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
+from gswarm.core.lag import LagRing
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import Rejected, decode
 
@@ -54,6 +57,11 @@ class Counters:
     segments: int = 0
     last_batch_size: int = 0
     last_flush_ms: float = 0.0
+    first_fact_time: float | None = None  # wall clock (s) of the first batch with new facts
+    last_fact_time: float | None = None  # ... and of the last, once written and acknowledged
+    first_fact_cpu: float | None = None  # process CPU seconds at those moments
+    last_fact_cpu: float | None = None
+    lag: LagRing = field(default_factory=LagRing)
     started: float = field(default_factory=time.time)
 
     def snapshot(self) -> dict[str, Any]:
@@ -70,6 +78,9 @@ class Counters:
             "batches": self.batches, "batch_markets": self.batch_markets,
             "segments": self.segments,
             "last_batch_size": self.last_batch_size, "last_flush_ms": self.last_flush_ms,
+            "first_fact_time": self.first_fact_time, "last_fact_time": self.last_fact_time,
+            "first_fact_cpu": self.first_fact_cpu, "last_fact_cpu": self.last_fact_cpu,
+            "event_lag_ms": self.lag.summary(),
             "uptime_s": time.time() - self.started,
         }
 
@@ -178,9 +189,12 @@ class Ingest:
         self.partitions = partitions
         self.max_bytes = max_message_bytes
         self.partitioning = Partitioning()
+        self.letters: list[Any] = []  # dead letters sent in this batch, not yet acknowledged
+        self.fresh_ts: list[np.ndarray[Any, Any]] = []  # event times of this batch's new facts
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         started = time.perf_counter()
+        began = (time.time(), time.process_time())
         groups: dict[str, list[Arrival]] = defaultdict(list)
         owner: dict[str, EventT[Any]] = {}
         partition_event: dict[int, EventT[Any]] = {}
@@ -218,6 +232,8 @@ class Ingest:
             ]
         for partition, ticks in counted.items():
             self.sketches.apply(partition_event[partition], ticks)
+        await self.delivered()
+        self.facts_written(began)
         counters.batches += 1
         counters.batch_markets += len(groups)
         counters.last_batch_size = len(events)
@@ -236,6 +252,7 @@ class Ingest:
         counters.duplicates += applied.skipped
         segment = applied.segment
         if segment is not None:
+            self.fresh_ts.append(segment.ts)
             counters.ticks += len(segment.ts)
             counters.ticks_by_partition[event.message.partition] += len(segment.ts)
             for a in arrivals:
@@ -279,6 +296,29 @@ class Ingest:
             log.info("pruner: partition %d dropped %d segments older than %.0fs",
                      event.message.partition, len(doomed), retention_ms / 1000)
 
+    def facts_written(self, began: tuple[float, float]) -> None:
+        """The batch's new facts are queryable and acknowledged: note when, and their lag.
+
+        ``began`` is (wall clock, process CPU) when the batch started: the first batch with
+        facts counts from there, so first-to-last spans every fact's work.
+        """
+        fresh, self.fresh_ts = self.fresh_ts, []
+        if not fresh:
+            return
+        now, cpu = time.time(), time.process_time()
+        if counters.first_fact_time is None:
+            counters.first_fact_time, counters.first_fact_cpu = began
+        counters.last_fact_time, counters.last_fact_cpu = now, cpu
+        counters.lag.add(now * 1000.0 - np.concatenate(fresh).astype(np.float64))
+
+    async def delivered(self) -> None:
+        """Every changelog and dead-letter message of the batch is acknowledged."""
+        await self.facts.delivered()
+        await self.sketches.table.delivered()
+        letters, self.letters = self.letters, []
+        if letters:
+            await asyncio.gather(*letters)
+
     async def dead_letter(self, event: EventT[Any], rejected: Rejected) -> None:
         """Send the original bytes with the reason and origin to the dead-letter topic."""
         msg = event.message
@@ -294,4 +334,5 @@ class Ingest:
         if rejected.index is not None:
             headers["gswarm-index"] = str(rejected.index).encode()
         value = rejected.element if rejected.element is not None else msg.value
-        await self.deadletters.send(key=msg.key, value=value, headers=headers)
+        self.letters.append(
+            await self.deadletters.send(key=msg.key, value=value, headers=headers))

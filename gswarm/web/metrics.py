@@ -52,6 +52,15 @@ class GswarmCollector(Collector):
                                   count_value=c.batches, sum_value=c.batch_messages_sum)
         yield SummaryMetricFamily("gswarm_flush_seconds", "Time to process one batch",
                                   count_value=c.batches, sum_value=c.flush_ms_sum / 1000)
+        lag = c.lag.summary()
+        if lag["count"]:
+            gauge = GaugeMetricFamily(
+                "gswarm_event_lag_ms",
+                "Now minus event time of recent facts when they became queryable",
+                labels=["quantile"])
+            for q, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
+                gauge.add_metric([q], float(lag[key] or 0.0))
+            yield gauge
         est = GaugeMetricFamily("gswarm_sketch_estimate",
                                 "HyperLogLog estimates over this worker's partitions",
                                 labels=["what"])
