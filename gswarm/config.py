@@ -100,7 +100,10 @@ class Settings:
     kafka_heap: str = _setting(
         "GSWARM_KAFKA_HEAP", "512m", "Local broker: JVM heap cap (-Xmx).",
     )
-    log_level: str = _setting("GSWARM_LOG_LEVEL", "info", "Log level of Gswarm processes.")
+    log_level: str = _setting(
+        "GSWARM_LOG_LEVEL", "info",
+        "Log level of Gswarm processes: crit, error, warn, info or debug (Faust's names).",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +140,7 @@ class Settings:
             ("kafka_port", 0 < self.kafka_port < 65536),
             ("kafka_controller_port", 0 < self.kafka_controller_port < 65536),
             ("max_message_bytes", self.max_message_bytes >= 1024),
+            ("log_level", self.log_level in LOG_LEVELS),
         ]
         for name, ok in checks:
             if not ok:
@@ -169,6 +173,10 @@ class Settings:
     @property
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
+
+
+#: The log levels ``faust worker --loglevel`` accepts.
+LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
 
 
 def _field(name: str) -> dataclasses.Field[Any]:

@@ -23,7 +23,7 @@ def test_defaults_and_env_overrides() -> None:
 
 @pytest.mark.parametrize("env", [
     {"GSWARM_PARTITIONS": "eight"}, {"GSWARM_PARTITIONS": "0"},
-    {"GSWARM_LEAN": "maybe"}, {"GSWARM_WEB_PORT": "70000"},
+    {"GSWARM_LEAN": "maybe"}, {"GSWARM_WEB_PORT": "70000"}, {"GSWARM_LOG_LEVEL": "warning"},
 ])
 def test_bad_values_name_the_variable(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=next(iter(env))):
