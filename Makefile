@@ -18,7 +18,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -41,13 +41,12 @@ topics: venv
 	$(BIN)/gswarm topics apply
 
 lint: venv
-	$(BIN)/ruff check gswarm tests
+	$(BIN)/ruff check gswarm tests bench
 	$(BIN)/mypy
 
 bench: venv
-	$(BIN)/python bench/sketches.py
-	$(BIN)/python bench/cluster.py
-	@echo "make bench: sketch kernels and cluster (failover, recovery, memory) so far; ingest throughput and latency are not written yet (issue 7)."
+	$(BIN)/gswarm kafka fetch
+	$(BIN)/gswarm bench $(BENCH_ARGS)
 
 clean:
 	-test -x $(BIN)/gswarm && $(BIN)/gswarm kafka down

@@ -1,51 +1,21 @@
 """Cluster benchmarks: failover (with and without standbys), cold recovery, memory/disk.
 
-Starts its own broker on free loopback ports (data in a temporary folder), real worker
-processes, the synthetic feed. Writes bench/results/<date>-cluster.json and prints
-Markdown for BENCHMARKS.md. Run: `make bench` or `python bench/cluster.py [--quick]`.
+Real worker processes on the session's broker (:func:`bench.common.bench_session`), fed
+by the synthetic feed. Run through the suite: ``make bench`` or ``gswarm bench``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import datetime as dt
-import json
-import socket
-import statistics
-import tempfile
-import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from bench.common import Bench, background, rss_mb, stats, wait_for
 from gswarm.config import Settings
 from gswarm.feeds.producer import produce
 from gswarm.feeds.synthetic import synthetic_ticks
-from gswarm.kafka import topics
-from gswarm.kafka.broker import LocalBroker
+from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(pred: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError
 
 
 def feed(s: Settings, markets: int, count: int, rate: float | None, seed: int = 1,
@@ -55,24 +25,19 @@ def feed(s: Settings, markets: int, count: int, rate: float | None, seed: int = 
                         rate=rate, progress=False))
 
 
-def background(fn: Callable[[], None]) -> threading.Thread:
-    t = threading.Thread(target=fn, daemon=True)
-    t.start()
-    return t
-
-
-def failover(base: Settings, home: Path, standbys: bool, run: int) -> float:
-    s = base.override(app_id=f"fo-{standbys}-{run}", data_dir=home / f"fo-{standbys}-{run}",
-                      lean=not standbys, partitions=8)
-    asyncio.run(topics.apply(s))
+def failover(bench: Bench, standbys: bool, run: int, prefill: int = 60_000) -> float:
+    """Seconds from SIGKILL of the leader to the survivor's first fact on its partitions."""
+    s = bench.settings(f"fo-{'standby' if standbys else 'lean'}-{run}", lean=not standbys)
+    bench.create(s)
     w1 = WorkerProcess(s.override(web_port=free_port()), "w1")
     w2 = WorkerProcess(s.override(web_port=free_port()), "w2")
     try:
         for w in (w1, w2):
             w.start()
         wait_for(lambda: all(w.get("/api/cluster")["active"] for w in (w1, w2)), 90)
-        feed(s, 2000, 60_000, None)  # state to recover: a pre-filled topic
-        wait_for(lambda: sum(w.get("/api/stats")["ticks"] for w in (w1, w2)) >= 60_000, 120)
+        feed(s, 2000, prefill, None)  # state to recover: a pre-filled topic
+        wait_for(lambda: sum(stats(w)["ticks"] for w in (w1, w2)) >= prefill, 300,
+                 every=0.5)
         time.sleep(2)  # standbys catch up
         steady = background(lambda: feed(s, 2000, 40_000, 4000.0, seed=2))
         time.sleep(2)
@@ -95,15 +60,16 @@ def failover(base: Settings, home: Path, standbys: bool, run: int) -> float:
             w.stop()
 
 
-def cold_recovery(base: Settings, home: Path, ticks: int) -> dict[str, float]:
-    s = base.override(app_id="cold", data_dir=home / "cold", partitions=8)
-    asyncio.run(topics.apply(s))
+def cold_recovery(bench: Bench, ticks: int) -> dict[str, float]:
+    """A worker with an empty data dir restores ``ticks`` ingested ticks' changelogs."""
+    s = bench.settings("cold")
+    bench.create(s)
     w = WorkerProcess(s.override(web_port=free_port()), "first")
     w.start()
     try:
         w.wait_ready()
         feed(s, 5000, ticks, None)
-        wait_for(lambda: w.get("/api/stats")["ticks"] >= ticks, 300)
+        wait_for(lambda: w.get("/api/stats")["ticks"] >= ticks, 600, every=0.5)
     finally:
         w.stop()
     records = asyncio.run(changelog_records(s))
@@ -136,10 +102,10 @@ async def changelog_records(s: Settings) -> int:
         await consumer.stop()
 
 
-def memory(base: Settings, home: Path, seconds: float, markets: int) -> dict[str, Any]:
-    s = base.override(app_id="mem", data_dir=home / "mem", partitions=8, retention_s=60.0,
-                      prune_interval_s=2.0)
-    asyncio.run(topics.apply(s))
+def memory(bench: Bench, seconds: float, markets: int) -> dict[str, Any]:
+    """RSS and disk of one lean worker fed 5k ticks/s with the pruner on (60 s window)."""
+    s = bench.settings("mem", retention_s=60.0, prune_interval_s=2.0)
+    bench.create(s)
     w = WorkerProcess(s.override(web_port=free_port()), "w")
     w.start()
     samples = []
@@ -151,7 +117,7 @@ def memory(base: Settings, home: Path, seconds: float, markets: int) -> dict[str
         t = background(lambda: feed(s, markets, int(seconds * 5000), 5000.0, tick_rate=2000.0))
         while time.monotonic() < stop:
             time.sleep(5)
-            rss = _rss_mb(w.pid)
+            rss = rss_mb(w.pid) if w.pid is not None else 0.0
             disk = sum(f.stat().st_size for f in w.datadir.rglob("*") if f.is_file()) / 2**20
             samples.append({"t": round(seconds - (stop - time.monotonic())),
                             "rss_mb": round(rss, 1), "disk_mb": round(disk, 1),
@@ -160,60 +126,3 @@ def memory(base: Settings, home: Path, seconds: float, markets: int) -> dict[str
     finally:
         w.stop()
     return {"markets": markets, "seconds": seconds, "samples": samples}
-
-
-def _rss_mb(pid: int | None) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    runs, mem_s, cold_ticks = (1, 20.0, 20_000) if args.quick else (3, 180.0, 100_000)
-    with tempfile.TemporaryDirectory(prefix="gswarm-bench-") as tmp:
-        home = Path(tmp)
-        kport, cport = free_port(), free_port()
-        base = Settings.from_env({}).override(
-            kafka_dir=home / "kafka", kafka_port=kport, kafka_controller_port=cport,
-            broker=f"127.0.0.1:{kport}")
-        broker = LocalBroker(base)
-        broker.start()
-        try:
-            warm = [failover(base, home, True, i) for i in range(runs)]
-            cold = [failover(base, home, False, i) for i in range(runs)]
-            recovery = cold_recovery(base, home, cold_ticks)
-            mem = memory(base, home, mem_s, 100_000)
-        finally:
-            broker.stop()
-    result = {
-        "date": dt.date.today().isoformat(), "quick": args.quick,
-        "failover_with_standbys_s": warm, "failover_without_standbys_s": cold,
-        "cold_recovery": recovery, "memory": mem,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    name = f"{result['date']}-cluster{'-quick' if args.quick else ''}.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2))
-
-    def fmt(xs: list[float]) -> str:
-        return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
-
-    print("| what | figure |\n| --- | --- |")
-    print(f"| kill -9 -> survivor writes the dead worker's partitions, 1 standby | "
-          f"{fmt(warm)} s |")
-    print(f"| the same, no standbys (lean settings) | {fmt(cold)} s |")
-    print(f"| cold recovery: {recovery['changelog_records']:,} changelog records | "
-          f"{recovery['seconds_to_ready']} s, {recovery['records_per_s']:,} records/s |")
-    s0, s1 = mem["samples"][0], mem["samples"][-1]
-    peak = max(x["rss_mb"] for x in mem["samples"])
-    print(f"| RSS, {mem['markets']:,} markets, 60 s window, {mem['seconds']:.0f} s at 5k/s | "
-          f"{s0['rss_mb']} MB at {s0['t']} s -> {s1['rss_mb']} MB at {s1['t']} s "
-          f"(peak {peak}) |")
-    print(f"| disk, same run | {s0['disk_mb']} MB -> {s1['disk_mb']} MB |")
-
-
-if __name__ == "__main__":
-    main()

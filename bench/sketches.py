@@ -1,27 +1,19 @@
 """Sketch kernels: our vectorised HLL/CMS against Apache DataSketches' per-item updates.
 
-Same ids, same process, medians of several runs. Writes bench/results/<date>-sketches.json
-and prints a Markdown table for BENCHMARKS.md. Run: `make bench` (or python bench/sketches.py).
+Same ids, same process, medians of several runs. Run through the suite: ``make bench``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
 from gswarm.core.sketches.cms import CountMinSketch
 from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.sketches.hll import HyperLogLog
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed(fn: Callable[[], object], runs: int) -> list[float]:
@@ -33,7 +25,7 @@ def timed(fn: Callable[[], object], runs: int) -> list[float]:
     return out
 
 
-def main(n: int = 1_000_000, runs: int = 5) -> dict[str, object]:
+def run(n: int = 1_000_000, runs: int = 5) -> dict[str, object]:
     import datasketches as ds
 
     rng = np.random.default_rng(1)
@@ -68,21 +60,4 @@ def main(n: int = 1_000_000, runs: int = 5) -> dict[str, object]:
         times = timed(fn, runs)
         rows[name] = {"median_s": statistics.median(times), "min_s": min(times),
                       "max_s": max(times), "items_per_s": n / statistics.median(times)}
-    result = {
-        "date": dt.date.today().isoformat(), "items": n, "runs": runs,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                   f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}",
-        "numpy": np.__version__, "results": rows,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{result['date']}-sketches.json").write_text(json.dumps(result, indent=2))
-    print(f"| kernel ({n:,} ids, median of {runs}) | items/s | median s (min-max) |")
-    print("| --- | --- | --- |")
-    for name, r in rows.items():
-        print(f"| {name} | {r['items_per_s']:,.0f} | {r['median_s']:.3f} "
-              f"({r['min_s']:.3f}-{r['max_s']:.3f}) |")
-    return result
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+    return {"items": n, "runs": runs, "kernels": rows}

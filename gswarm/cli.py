@@ -7,6 +7,7 @@ resulting :class:`~gswarm.config.Settings` from the click context.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
@@ -461,3 +462,30 @@ def cluster_status(settings: Settings) -> None:
         lag = sum(v or 0 for v in view["lag"].values())
         click.echo(f"{head}: {role}, active {view['active']}, standby {view['standby']}, "
                    f"lag {lag}")
+
+
+# -- benchmarks ------------------------------------------------------------------------------
+
+
+@cli.command("bench", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_cmd(args: tuple[str, ...]) -> None:
+    """The benchmark suite (or single parts of it), on a broker of its own.
+
+    ARGS go to the suite: PART names (throughput, arrays, latency, failover, recovery,
+    memory, sketches; default all), --quick, --results DIR, --markdown FILE. Needs a
+    source checkout (the suite lives in bench/, not in the package) and `pip install -e
+    ".[bench]"` for the Quix Streams peer and DataSketches.
+    """
+    import subprocess
+
+    from gswarm.config import PROJECT_ROOT
+
+    if not (PROJECT_ROOT / "bench" / "suite.py").is_file():
+        raise GswarmError(
+            f"gswarm bench needs a source checkout: no bench/suite.py under {PROJECT_ROOT}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "bench.suite", *args], cwd=PROJECT_ROOT,
+                          env=env, check=False)
+    sys.exit(done.returncode)

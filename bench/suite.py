@@ -1,0 +1,163 @@
+"""The benchmark suite: every part on one broker of its own, results in one document.
+
+Run: ``make bench`` (all parts, full sizes), ``gswarm bench [--quick] [PART ...]`` or
+``python -m bench.suite [--quick] [PART ...]``. Parts: throughput (single ticks and arrays:
+drain floors, Gswarm, the Quix peer, cost per tick), latency, failover, recovery, memory,
+sketches.
+
+Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with ``--quick``), merging
+with a same-day document so single parts can be re-run, and, for full runs, rewrites the
+generated section of ``BENCHMARKS.md`` (between its ``bench:begin``/``bench:end`` markers).
+Full sizes finish in about 15 minutes on 2 cores; ``--quick`` in about 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import cluster, latency, sketches, throughput
+from bench.common import RESULTS, ROOT, Bench, bench_session, machine, spread, today
+from bench.report import render, update_markdown
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each part runs."""
+
+    markets: int = 200
+    ticks: int = 20_000
+    runs: int = 3
+    quix_runs: int = 2
+    array_size: int = 10
+    latency_rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0)
+    latency_s: float = 15.0
+    failover_runs: int = 2
+    failover_prefill: int = 20_000
+    recovery_ticks: int = 50_000
+    memory_s: float = 120.0
+    memory_markets: int = 100_000
+    sketch_items: int = 1_000_000
+    sketch_runs: int = 5
+
+
+FULL = Sizes()
+QUICK = Sizes(markets=50, ticks=1_000, runs=1, quix_runs=1, latency_rates=(1000.0,),
+              latency_s=3.0, failover_runs=1, failover_prefill=2_000, recovery_ticks=2_000,
+              memory_s=6.0, memory_markets=10_000, sketch_items=50_000, sketch_runs=2)
+
+
+def part_single(b: Bench, z: Sizes) -> dict[str, Any]:
+    return throughput.run(b, z.markets, z.ticks, 1, z.runs, z.quix_runs, check_state=True)
+
+
+def part_arrays(b: Bench, z: Sizes) -> dict[str, Any]:
+    return throughput.run(b, z.markets, z.ticks, z.array_size, z.runs, z.quix_runs,
+                          check_state=True)
+
+
+def part_latency(b: Bench, z: Sizes) -> dict[str, Any]:
+    return latency.run(b, list(z.latency_rates), z.latency_s, z.markets)
+
+
+def part_failover(b: Bench, z: Sizes) -> dict[str, Any]:
+    warm = [cluster.failover(b, True, i, z.failover_prefill) for i in range(z.failover_runs)]
+    cold = [cluster.failover(b, False, i, z.failover_prefill) for i in range(z.failover_runs)]
+    return {"with_standby_s": spread(warm), "without_standby_s": spread(cold),
+            "prefill": z.failover_prefill}
+
+
+def part_recovery(b: Bench, z: Sizes) -> dict[str, Any]:
+    return cluster.cold_recovery(b, z.recovery_ticks)
+
+
+def part_memory(b: Bench, z: Sizes) -> dict[str, Any]:
+    return cluster.memory(b, z.memory_s, z.memory_markets)
+
+
+def part_sketches(b: Bench, z: Sizes) -> dict[str, Any]:
+    return sketches.run(z.sketch_items, z.sketch_runs)
+
+
+PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
+    "throughput": part_single,
+    "arrays": part_arrays,
+    "latency": part_latency,
+    "failover": part_failover,
+    "recovery": part_recovery,
+    "memory": part_memory,
+    "sketches": part_sketches,
+}
+
+
+def run(parts: list[str], sizes: Sizes, quick: bool, log: Callable[[str], None] = print,
+        bench: Bench | None = None) -> dict[str, Any]:
+    """Run ``parts`` on one broker (``bench``'s, or a new one); the result document."""
+    doc: dict[str, Any] = {
+        "date": today(), "quick": quick, "machine": machine(),
+        "command": "make bench" if not quick else "gswarm bench --quick",
+        "sizes": sizes.__dict__, "parts": {}, "part_seconds": {},
+    }
+    with contextlib.nullcontext(bench) if bench is not None else bench_session() as b:
+        for name in parts:
+            log(f"bench: {name} ...")
+            t = time.monotonic()
+            doc["parts"][name] = PARTS[name](b, sizes)
+            doc["part_seconds"][name] = round(time.monotonic() - t, 1)
+            log(f"bench: {name} done in {doc['part_seconds'][name]:.0f} s")
+    return doc
+
+
+def merge(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` over the same-day document at ``path`` (parts not re-run are kept)."""
+    if not path.exists():
+        return doc
+    old = json.loads(path.read_text())
+    return {**doc, "parts": {**old.get("parts", {}), **doc["parts"]},
+            "part_seconds": {**old.get("part_seconds", {}), **doc["part_seconds"]}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="gswarm bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("parts", nargs="*", metavar="PART",
+                   help=f"parts to run (default all): {', '.join(PARTS)}")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (~2 min)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="file whose generated section to rewrite (default: BENCHMARKS.md "
+                        "for full runs, none for --quick)")
+    args = p.parse_args(argv)
+    unknown = [x for x in args.parts if x not in PARTS]
+    if unknown:
+        p.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    parts = args.parts or list(PARTS)
+    # producers to a topic created a moment ago retry until its leaders are elected; the
+    # retries are expected, their warnings are noise here
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    sizes = QUICK if args.quick else FULL
+    t = time.monotonic()
+    doc = run(parts, sizes, args.quick)
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"{doc['date']}{'-quick' if args.quick else ''}.json"
+    doc = merge(path, doc)
+    doc["total_seconds"] = round(time.monotonic() - t, 1)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    table = render(doc)
+    markdown = args.markdown or (None if args.quick else ROOT / "BENCHMARKS.md")
+    if markdown is not None:
+        update_markdown(markdown, table)
+    print(table)
+    print(f"bench: results in {path}" + (f", table in {markdown}" if markdown else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

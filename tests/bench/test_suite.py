@@ -1,0 +1,96 @@
+"""The benchmark suite on tiny sizes: every part yields a well-formed result, the Quix peer
+ends in Gswarm's state (so the comparison is of equal work), and the report renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import suite
+from bench.common import Bench
+from bench.report import BEGIN, END, render, update_markdown
+from gswarm.kafka.broker import LocalBroker
+
+TINY = suite.Sizes(markets=20, ticks=400, runs=1, quix_runs=1, array_size=5,
+                   latency_rates=(500.0,), latency_s=2.0, failover_runs=1,
+                   failover_prefill=1_000, recovery_ticks=1_000, memory_s=3.0,
+                   memory_markets=2_000, sketch_items=5_000, sketch_runs=1)
+
+
+@pytest.fixture(scope="module")
+def doc(kafka: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("bench")
+    base = kafka.settings.override(partitions=4, lean=True, log_level="warn")
+    return suite.run(list(suite.PARTS), TINY, quick=True, log=lambda _: None,
+                     bench=Bench(home, base, kafka))
+
+
+def _spread_ok(s: dict[str, Any]) -> None:
+    assert s["runs"] >= 1 and 0 < s["min"] <= s["median"] <= s["max"]
+
+
+@pytest.mark.parametrize("part", ["throughput", "arrays"])
+def test_throughput_parts_measure_equal_work(doc: dict[str, Any], part: str) -> None:
+    t = doc["parts"][part]
+    assert t["ticks"] == TINY.ticks
+    assert t["messages"] == (TINY.ticks if part == "throughput" else
+                             pytest.approx(TINY.ticks / TINY.array_size, rel=0.5))
+    assert t["state_differences"] == []  # the peer's final state is Gswarm's
+    for consumer in ("aiokafka_drain", "gswarm", "quix", "quix_sketches_in_memory"):
+        _spread_ok(t[consumer]["ticks_per_s"])
+    run = t["gswarm"]["runs"][0]
+    assert run["ticks"] == TINY.ticks  # synthetic ticks are all valid and distinct
+    assert t["quix"]["runs"][0]["ticks"] == TINY.ticks
+    assert 0 < run["changelog_messages_per_tick"] <= 1
+    assert run["changelog_bytes_per_tick"] > 0 and run["cpu_s_per_100k_ticks"] > 0
+    assert t["ratio_vs_quix"] > 0 and t["ratio_vs_aiokafka_drain"] > 0
+
+
+def test_latency_part_reports_percentiles(doc: dict[str, Any]) -> None:
+    (r,) = doc["parts"]["latency"]["rates"]
+    assert r["sent"] == pytest.approx(TINY.latency_rates[0] * TINY.latency_s, abs=20)
+    assert r["kept_up"] and r["behind"] <= 0.01 * r["sent"]
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] < 30_000
+    assert r["sent"] * 0.99 <= r["facts_measured"] <= r["ingested"]
+
+
+def test_cluster_parts(doc: dict[str, Any]) -> None:
+    parts = doc["parts"]
+    for key in ("with_standby_s", "without_standby_s"):
+        _spread_ok(parts["failover"][key])
+    rec = parts["recovery"]
+    assert rec["changelog_records"] > 0 and rec["records_per_s"] > 0
+    samples = parts["memory"]["samples"]
+    assert samples and all(s["rss_mb"] > 0 and s["disk_mb"] > 0 for s in samples)
+
+
+def test_sketch_part(doc: dict[str, Any]) -> None:
+    kernels = doc["parts"]["sketches"]["kernels"]
+    assert len(kernels) == 5 and all(k["items_per_s"] > 0 for k in kernels.values())
+
+
+def test_report_renders_every_part_and_replaces_only_its_section(
+        doc: dict[str, Any], tmp_path: Path) -> None:
+    doc = json.loads(json.dumps(doc))  # what is written to and read from results/
+    table = render(doc)
+    for heading in ("Ingest throughput, one tick per message", "arrays of 5 ticks",
+                    "Produce -> queryable latency", "cold recovery", "Sketch kernels",
+                    "| target (DESIGN.md) | measured | met |"):
+        assert heading in table
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nhand-written notes\n")
+    update_markdown(md, table)
+    update_markdown(md, "second\n")
+    text = md.read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "hand-written notes" in text and "second" in text and "Sketch kernels" not in text
+
+
+def test_suite_command_rejects_unknown_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        suite.main(["nope"])
+    assert exc.value.code == 2
+    assert "unknown part(s) nope" in capsys.readouterr().err
