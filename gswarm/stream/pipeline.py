@@ -47,6 +47,7 @@ class Counters:
     ticks_by_source: Counter[str] = field(default_factory=Counter)
     batch_messages_sum: int = 0  # sum of batch sizes (with batches: a summary)
     flush_ms_sum: float = 0.0
+    ack_wait_ms_sum: float = 0.0  # part of flush_ms_sum spent waiting for changelog acks
     controls: int = 0  # control messages applied (not counted in messages)
     prune_schedules: int = 0  # prune rounds this worker sent as the leader
     prunes: int = 0
@@ -78,6 +79,8 @@ class Counters:
             "batches": self.batches, "batch_markets": self.batch_markets,
             "segments": self.segments,
             "last_batch_size": self.last_batch_size, "last_flush_ms": self.last_flush_ms,
+            "flush_ms_sum": round(self.flush_ms_sum, 1),
+            "ack_wait_ms_sum": round(self.ack_wait_ms_sum, 1),
             "first_fact_time": self.first_fact_time, "last_fact_time": self.last_fact_time,
             "first_fact_cpu": self.first_fact_cpu, "last_fact_cpu": self.last_fact_cpu,
             "event_lag_ms": self.lag.summary(),
@@ -232,7 +235,9 @@ class Ingest:
             ]
         for partition, ticks in counted.items():
             self.sketches.apply(partition_event[partition], ticks)
+        written = time.perf_counter()
         await self.delivered()
+        counters.ack_wait_ms_sum += (time.perf_counter() - written) * 1000
         self.facts_written(began)
         counters.batches += 1
         counters.batch_markets += len(groups)
