@@ -57,7 +57,7 @@ def render(doc: dict[str, Any]) -> str:
     out = [
         f"Command: `{doc['command']}`, {doc['date']}"
         + (" (quick sizes: a smoke run, not figures)" if doc["quick"] else "")
-        + f"; {doc.get('total_seconds', 0) / 60:.1f} min in all.",
+        + f"; {sum(doc.get('part_seconds', {}).values()) / 60:.1f} min for these parts.",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; "
         f"Python {m['python']}, Kafka {m['kafka']} (KRaft, loopback, one broker started by "
         f"the suite); {versions}.",
