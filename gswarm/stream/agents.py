@@ -25,6 +25,14 @@ async def ingest_ticks(stream: Any) -> None:
         await ingest.handle(events)
 
 
+@app.on_partitions_assigned.connect
+async def forget_partitions_elsewhere(sender: Any, /, *args: Any, signal: Any = None,
+                                      **kwargs: Any) -> None:
+    """Offsets of tick partitions this worker no longer holds move on without it."""
+    assigned = args[0] if args else kwargs.get("assigned", ())
+    ingest.offsets.keep({tp.partition for tp in assigned if tp.topic == settings.tick_topic})
+
+
 @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
 async def schedule_prune() -> None:
     """Leader duty: ask every partition to prune, in order with its ticks."""

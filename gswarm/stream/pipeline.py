@@ -8,7 +8,6 @@ may only be changed under an event of the partition that owns the key).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -28,6 +27,7 @@ from gswarm.core import alpha
 from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
 from gswarm.core.lag import LagRing
+from gswarm.core.offsets import OffsetWatch
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import Rejected, decode
 
@@ -47,7 +47,7 @@ class Counters:
     ticks_by_source: Counter[str] = field(default_factory=Counter)
     batch_messages_sum: int = 0  # sum of batch sizes (with batches: a summary)
     flush_ms_sum: float = 0.0
-    ack_wait_ms_sum: float = 0.0  # part of flush_ms_sum spent waiting for changelog acks
+    offsets_skipped: int = 0  # tick-topic offsets jumped over (never seen): should stay 0
     controls: int = 0  # control messages applied (not counted in messages)
     prune_schedules: int = 0  # prune rounds this worker sent as the leader
     prunes: int = 0
@@ -80,7 +80,7 @@ class Counters:
             "segments": self.segments,
             "last_batch_size": self.last_batch_size, "last_flush_ms": self.last_flush_ms,
             "flush_ms_sum": round(self.flush_ms_sum, 1),
-            "ack_wait_ms_sum": round(self.ack_wait_ms_sum, 1),
+            "offsets_skipped": self.offsets_skipped,
             "first_fact_time": self.first_fact_time, "last_fact_time": self.last_fact_time,
             "first_fact_cpu": self.first_fact_cpu, "last_fact_cpu": self.last_fact_cpu,
             "event_lag_ms": self.lag.summary(),
@@ -192,8 +192,8 @@ class Ingest:
         self.partitions = partitions
         self.max_bytes = max_message_bytes
         self.partitioning = Partitioning()
-        self.letters: list[Any] = []  # dead letters sent in this batch, not yet acknowledged
         self.fresh_ts: list[np.ndarray[Any, Any]] = []  # event times of this batch's new facts
+        self.offsets = OffsetWatch()
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         started = time.perf_counter()
@@ -203,6 +203,12 @@ class Ingest:
         partition_event: dict[int, EventT[Any]] = {}
         for event in events:
             msg = event.message
+            skip = self.offsets.see(msg.partition, msg.offset)
+            if skip is not None:
+                counters.offsets_skipped += skip.count
+                log.warning("partition %d: offsets %d-%d were never delivered to this worker "
+                            "(%d messages skipped)", skip.partition, skip.first, skip.last,
+                            skip.count)
             control = control_of(msg)
             if control is not None:
                 self.control(event, control)
@@ -235,9 +241,6 @@ class Ingest:
             ]
         for partition, ticks in counted.items():
             self.sketches.apply(partition_event[partition], ticks)
-        written = time.perf_counter()
-        await self.delivered()
-        counters.ack_wait_ms_sum += (time.perf_counter() - written) * 1000
         self.facts_written(began)
         counters.batches += 1
         counters.batch_markets += len(groups)
@@ -302,7 +305,7 @@ class Ingest:
                      event.message.partition, len(doomed), retention_ms / 1000)
 
     def facts_written(self, began: tuple[float, float]) -> None:
-        """The batch's new facts are queryable and acknowledged: note when, and their lag.
+        """The batch's new facts are queryable: note when, and their lag.
 
         ``began`` is (wall clock, process CPU) when the batch started: the first batch with
         facts counts from there, so first-to-last spans every fact's work.
@@ -315,14 +318,6 @@ class Ingest:
             counters.first_fact_time, counters.first_fact_cpu = began
         counters.last_fact_time, counters.last_fact_cpu = now, cpu
         counters.lag.add(now * 1000.0 - np.concatenate(fresh).astype(np.float64))
-
-    async def delivered(self) -> None:
-        """Every changelog and dead-letter message of the batch is acknowledged."""
-        await self.facts.delivered()
-        await self.sketches.table.delivered()
-        letters, self.letters = self.letters, []
-        if letters:
-            await asyncio.gather(*letters)
 
     async def dead_letter(self, event: EventT[Any], rejected: Rejected) -> None:
         """Send the original bytes with the reason and origin to the dead-letter topic."""
@@ -339,5 +334,4 @@ class Ingest:
         if rejected.index is not None:
             headers["gswarm-index"] = str(rejected.index).encode()
         value = rejected.element if rejected.element is not None else msg.value
-        self.letters.append(
-            await self.deadletters.send(key=msg.key, value=value, headers=headers))
+        await self.deadletters.send(key=msg.key, value=value, headers=headers)

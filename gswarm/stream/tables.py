@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import faust
@@ -24,30 +23,8 @@ def rocksdb_options(lean: bool) -> dict[str, Any]:
     }
 
 
-class TrackedTable(faust.Table[bytes, bytes]):
-    """A table that keeps the futures of its changelog messages until they are awaited.
-
-    Faust acks an event once the agent moves on, and commits acked offsets after
-    ``producer.flush()``. That flush gives up after 0.1 s without a send and does not see
-    a message the buffer has dequeued but not yet handed to the client, so under load a
-    commit can pass changelog messages that are then lost to a crash (seen in a failover
-    test). Awaiting these futures before the batch's events are acked closes the gap.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.in_flight: list[Any] = []
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        fut = super().send_changelog(*args, **kwargs)
-        self.in_flight.append(fut)
-        return fut
-
-    async def delivered(self) -> None:
-        """Wait until every changelog message sent so far is acknowledged by the broker."""
-        pending, self.in_flight = self.in_flight, []
-        if pending:
-            await asyncio.gather(*pending)
+class GswarmTable(faust.Table[bytes, bytes]):
+    """A Faust table that tolerates a changelog topic still being created (see below)."""
 
     def _verify_source_topic_partitions(self, source_topic: str) -> None:
         # Faust compares the source topic's partition count with the changelog's, from the
@@ -60,7 +37,7 @@ class TrackedTable(faust.Table[bytes, bytes]):
         super()._verify_source_topic_partitions(source_topic)
 
 
-class FactTable(TrackedTable):
+class FactTable(GswarmTable):
     """A table whose store expands segments into EAVT datoms (:mod:`factstore`)."""
 
     def _new_store_by_url(self, url: Any) -> FactStore:
@@ -95,7 +72,7 @@ app.tables.add(facts)
 #: One value per partition (key ``SKETCH_KEY`` in each partition's database): the
 #: partition's sketches with the last source offset they applied.
 SKETCH_KEY = b"sketch"
-sketches = TrackedTable(
+sketches = GswarmTable(
     app,
     name="sketches",
     beacon=app.tables.beacon,
