@@ -127,12 +127,17 @@ def test_kill_9_one_of_two_workers_survivor_takes_over(
                calm=sketch_digests(calm), stats=survivor.get("/api/stats"))
     got, want = sketch_digests(survivor), sketch_digests(calm)
     short = {p: want[p][1] - got[p][1] for p in want if got[p] != want[p]}
-    if short and all(0 < n <= 3 for n in short.values()):
-        # Known bug, seen twice in CI under load and not yet fixed: a rebalance during
-        # ingest can lose a tick or two on a partition (same last offset, fewer ticks in
-        # facts and sketches). Reported here as an expected failure with its figures so it
-        # stays visible; any other difference fails the test.
-        pytest.xfail(f"known rebalance bug: ticks lost per partition {short}")
+    skipped = survivor.get("/api/stats")["offsets_skipped"]
+    if short and all(n > 0 for n in short.values()) and sum(short.values()) <= skipped:
+        # Known Faust behaviour, not yet understood (see the issue notes): after a
+        # rebalance, a worker can be handed a kept partition's messages from past ones it
+        # never saw (its offset watch counts them in offsets_skipped), and those ticks are
+        # lost. Awaiting changelog acks inside the batch made it happen in 3 of 4 runs;
+        # that await is gone and none were seen since. Reported as an expected failure
+        # with its figures so it stays visible; a shortfall the skips do not explain, or
+        # any other difference, fails the test.
+        pytest.xfail(f"known rebalance loss: ticks short per partition {short}, "
+                     f"offsets never delivered to the survivor: {skipped}")
     assert got == want
     same_state(survivor, calm, markets())
 
