@@ -8,7 +8,7 @@ sketches.
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with ``--quick``), merging
 with a same-day document so single parts can be re-run, and, for full runs, rewrites the
 generated section of ``BENCHMARKS.md`` (between its ``bench:begin``/``bench:end`` markers).
-Full sizes finish in about 15 minutes on 2 cores; ``--quick`` in about 2.
+Full sizes finish in about 15 minutes on 2 cores; ``--quick`` in 2-3.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gswarm bench", description=__doc__.split("\n\n")[0])
     p.add_argument("parts", nargs="*", metavar="PART",
                    help=f"parts to run (default all): {', '.join(PARTS)}")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (~2 min)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (2-3 min)")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON")
     p.add_argument("--markdown", type=Path, default=None,
                    help="file whose generated section to rewrite (default: BENCHMARKS.md "

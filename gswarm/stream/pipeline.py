@@ -59,7 +59,7 @@ class Counters:
     last_batch_size: int = 0
     last_flush_ms: float = 0.0
     first_fact_time: float | None = None  # wall clock (s) of the first batch with new facts
-    last_fact_time: float | None = None  # ... and of the last, once written and acknowledged
+    last_fact_time: float | None = None  # ... and of the last, once written (queryable)
     first_fact_cpu: float | None = None  # process CPU seconds at those moments
     last_fact_cpu: float | None = None
     lag: LagRing = field(default_factory=LagRing)
