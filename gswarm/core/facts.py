@@ -37,15 +37,29 @@ _U32 = struct.Struct("<I")
 SEGMENT_VERSION = 1
 RECORD_VERSION = 1
 
-#: Attribute name -> one-byte code. Order inside a market follows the code.
-ATTRIBUTES: dict[str, int] = {
+#: Attributes every tick writes: name -> one-byte code (order inside a market follows it).
+TICK_ATTRIBUTES: dict[str, int] = {
     "tick/probability": 1,
     "tick/volume": 2,
     "tick/trader": 3,
     "tick/outcome": 4,
     "market/alpha": 5,
 }
+#: Market metadata from a live feed (question, close time, resolution...): written when a
+#: value changes, never pruned. Values are stored as JSON (a text, a number or null).
+META_ATTRIBUTES: dict[str, int] = {
+    "market/question": 16,
+    "market/slug": 17,
+    "market/url": 18,
+    "market/outcome_type": 19,
+    "market/close_time": 20,
+    "market/resolution": 21,
+    "market/resolution_time": 22,
+}
+ATTRIBUTES: dict[str, int] = {**TICK_ATTRIBUTES, **META_ATTRIBUTES}
 ATTRIBUTE_NAMES = {code: name for name, code in ATTRIBUTES.items()}
+TICK_ATTRIBUTE_NAMES = {code: name for name, code in TICK_ATTRIBUTES.items()}
+META_CODES = frozenset(META_ATTRIBUTES.values())
 
 Tx = tuple[int, int]
 
@@ -155,7 +169,7 @@ class Segment:
         """(key, value) of every datom in the segment."""
         out: list[tuple[bytes, bytes]] = []
         prefix = FACT + market_prefix(self.market)
-        codes = ATTRIBUTES
+        codes = TICK_ATTRIBUTES
         p_prob = prefix + bytes((codes["tick/probability"],))
         p_vol = prefix + bytes((codes["tick/volume"],))
         p_tr = prefix + bytes((codes["tick/trader"],))
@@ -175,6 +189,8 @@ class Segment:
 def decode_value(attr: int, value: bytes) -> Any:
     """The Python value of a datom's stored bytes."""
     name = ATTRIBUTE_NAMES[attr]
+    if attr in META_CODES:
+        return orjson.loads(value)
     if name in ("tick/probability", "tick/volume"):
         return _F64.unpack(value)[0]
     if name == "market/alpha":
@@ -193,12 +209,12 @@ def rebuild_segment(
     """
     rows = []
     for ts, seq in txs:
-        values = [get(fact_key(market, code, ts, seq)) for code in ATTRIBUTE_NAMES]
+        values = [get(fact_key(market, code, ts, seq)) for code in TICK_ATTRIBUTE_NAMES]
         if all(v is not None for v in values):
             rows.append((ts, seq, values))
     if not rows:
         return None
-    code = {name: i for i, name in enumerate(ATTRIBUTE_NAMES.values())}
+    code = {name: i for i, name in enumerate(TICK_ATTRIBUTE_NAMES.values())}
 
     def col(name: str) -> list[bytes]:
         return [values[code[name]] for _, _, values in rows]  # type: ignore[misc]

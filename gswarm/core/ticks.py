@@ -26,6 +26,8 @@ from gswarm.errors import TickError
 _NON_FINITE = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
 
 SCHEMA_VERSION = 1
+#: A message with this header is a control message (``prune``, ``market``), not ticks.
+CONTROL_HEADER = "gswarm-control"
 MAX_ID_LEN = 200
 
 #: Dead-letter reason codes and what they mean.
@@ -45,6 +47,7 @@ REASONS: dict[str, str] = {
     "negative_volume": "volume is negative",
     "key_mismatch": "the message key is not the tick's market id",
     "wrong_partition": "the message is not on the partition its key hashes to (murmur2)",
+    "bad_metadata": "a market metadata control message is malformed (see gswarm.core.meta)",
 }
 
 

@@ -19,6 +19,7 @@ from gswarm.core.facts import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
     MARKET,
+    META_ATTRIBUTES,
     attr_prefix,
     decode_value,
     market_key,
@@ -64,10 +65,45 @@ def record(dbs: Iterable[Db], market: str) -> MarketRecord:
     raise NotFoundError(f"unknown market {market!r}")
 
 
+def check_known(dbs: Iterable[Db], market: str) -> None:
+    """:class:`NotFoundError` unless the market has ticks or metadata."""
+    dbs = list(dbs)
+    try:
+        record(dbs, market)
+    except NotFoundError:
+        if not metadata(dbs, market):
+            raise
+
+
 def latest(dbs: Iterable[Db], market: str) -> dict[str, Any]:
-    """Latest state of a market: its newest tick by event time and its current alpha."""
-    rec = record(dbs, market)
-    return {**rec.latest, "ticks": rec.n}
+    """Latest state of a market: its newest tick by event time, its current alpha, and its
+    metadata (``meta``: latest value of each ``market/*`` attribute a feed sent).
+
+    A market known only by its metadata (no tick yet) answers with ``ticks`` 0.
+    """
+    dbs = list(dbs)
+    meta = metadata(dbs, market)
+    try:
+        rec = record(dbs, market)
+    except NotFoundError:
+        if not meta:
+            raise
+        return {"market": market, "ticks": 0, "meta": meta}
+    return {**rec.latest, "ticks": rec.n, "meta": meta}
+
+
+def metadata(dbs: Iterable[Db], market: str) -> dict[str, Any]:
+    """The latest value of each metadata attribute stored for ``market``."""
+    market = check_market(market)
+    out: dict[str, Any] = {}
+    for db in dbs:
+        for name, code in META_ATTRIBUTES.items():
+            prefix = attr_prefix(market, code)
+            it = db.iter()
+            it.seek_for_prev(prefix + tx_bytes(MAX_TS, MAX_SEQ))
+            if it.valid() and it.key().startswith(prefix):
+                out[name] = decode_value(code, it.value())
+    return out
 
 
 def _scan(db: Db, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:

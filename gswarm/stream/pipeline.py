@@ -24,12 +24,22 @@ from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from gswarm.core import alpha
-from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
+from gswarm.core.facts import (
+    attr_prefix,
+    concat,
+    market_key,
+    plan_prune,
+    rebuild_segment,
+    seq_for,
+)
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
 from gswarm.core.lag import LagRing
+from gswarm.core.meta import CONTROL_OP as META_OP
+from gswarm.core.meta import MarketMeta, meta_datoms, parse_meta
 from gswarm.core.offsets import OffsetWatch
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
-from gswarm.core.ticks import Rejected, decode
+from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
+from gswarm.errors import TickError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,7 @@ class Counters:
     flush_ms_sum: float = 0.0
     offsets_skipped: int = 0  # tick-topic offsets jumped over (never seen): should stay 0
     controls: int = 0  # control messages applied (not counted in messages)
+    meta_datoms: int = 0  # market metadata values written (changes only)
     prune_schedules: int = 0  # prune rounds this worker sent as the leader
     prunes: int = 0
     pruned_segments: int = 0
@@ -71,7 +82,8 @@ class Counters:
             "duplicates": self.duplicates, "resent": self.resent,
             "ticks_by_partition": {str(p): n for p, n in self.ticks_by_partition.items()},
             "ticks_by_source": dict(self.ticks_by_source),
-            "controls": self.controls, "prunes": self.prunes,
+            "controls": self.controls, "meta_datoms": self.meta_datoms,
+            "prunes": self.prunes,
             "prune_schedules": self.prune_schedules,
             "pruned_segments": self.pruned_segments,
             "dead_letters": dict(self.dead_letters),
@@ -119,9 +131,6 @@ class Partitioning:
                 self._cache.clear()
             hit = self._cache[(key, partitions)] = (murmur2(key) & 0x7FFFFFFF) % partitions
         return hit
-
-
-CONTROL_HEADER = "gswarm-control"
 
 
 def control_of(msg: Any) -> dict[str, Any] | None:
@@ -211,7 +220,7 @@ class Ingest:
                             skip.count)
             control = control_of(msg)
             if control is not None:
-                self.control(event, control)
+                await self.control(event, control)
                 continue
             counters.messages += 1
             if msg.key is not None and msg.partition != self.partitioning.expected(
@@ -283,13 +292,46 @@ class Ingest:
             counters.segments += 1
         return applied.counted
 
-    def control(self, event: EventT[Any], control: dict[str, Any]) -> None:
-        """A control message from the leader, applied in order with the partition's ticks."""
+    async def control(self, event: EventT[Any], control: dict[str, Any]) -> None:
+        """A control message, applied in order with the partition's ticks.
+
+        ``prune`` comes from the leader; ``market`` (metadata) from a live feed. A bad
+        metadata message is dead-lettered like a bad tick.
+        """
         counters.controls += 1
-        if control.get("op") == "prune":
+        op = control.pop("op", None)
+        if op == "prune":
             self.prune(event, int(control["retention_ms"]))
+        elif op == META_OP:
+            msg = event.message
+            try:
+                meta = parse_meta(control, msg.key)
+                expected = self.partitioning.expected(meta.market.encode(), self.partitions)
+                if msg.partition != expected:
+                    raise TickError("wrong_partition", f"on partition {msg.partition}, key "
+                                    f"hashes to {expected}")
+            except TickError as exc:
+                await self.dead_letter(event, Rejected(exc.reason, exc.detail))
+                return
+            self.write_meta(event, meta)
         else:
-            log.warning("ignoring unknown control message %r", control)
+            log.warning("ignoring unknown control message %r", {"op": op, **control})
+
+    def write_meta(self, event: EventT[Any], meta: MarketMeta) -> None:
+        """Write the metadata values that changed as datoms (changelogged as themselves)."""
+        db = self.facts.data.db(event.message.partition)
+
+        def current(code: int) -> bytes | None:
+            prefix = attr_prefix(meta.market, code)
+            it = db.iter()
+            it.seek_for_prev(prefix + b"\xff" * 16)
+            return it.value() if it.valid() and it.key().startswith(prefix) else None
+
+        datoms = meta_datoms(meta, seq_for(event.message.offset, 0), current)
+        with under_event(event):
+            for key, value in datoms:
+                self.facts[key] = value
+        counters.meta_datoms += len(datoms)
 
     def prune(self, event: EventT[Any], retention_ms: int) -> None:
         """Delete the partition's segments (and datoms) older than the retention window."""

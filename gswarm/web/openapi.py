@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from gswarm.config import Settings
+from gswarm.core.facts import ATTRIBUTES
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}},
           "required": ["error"]}
 _MARKET = {"name": "market", "in": "path", "required": True,
            "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 _ATTR = {"name": "attr", "in": "query", "schema": {
-    "type": "string", "enum": ["tick/probability", "tick/volume", "tick/trader",
-                               "tick/outcome", "market/alpha"]}}
+    "type": "string", "enum": list(ATTRIBUTES)}}
 _TIME = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 
 

@@ -208,7 +208,7 @@ async def market_latest(web: Any, request: Any, market: str) -> Any:
 async def market_history(web: Any, request: Any, market: str) -> Any:
     """A page of one attribute's series; ``next`` gives the parameters of the next page."""
     db = market_db(market)
-    queries.record([db], market)  # 404 for an unknown market
+    queries.check_known([db], market)  # 404 for an unknown market
     start, end = _int(request, "from", 0), _int(request, "to", queries.MAX_TS)
     limit = _int(request, "limit", 1000)
     after = request.query.get("after_seq")
@@ -225,7 +225,7 @@ async def market_history(web: Any, request: Any, market: str) -> Any:
 @json_errors
 async def market_asof(web: Any, request: Any, market: str) -> Any:
     db = market_db(market)
-    queries.record([db], market)
+    queries.check_known([db], market)
     attr = request.query.get("attr", "tick/probability")
     return web.json({"market": market, "attr": attr,
                      "datom": queries.asof(db, market, attr, _int(request, "t"))})
@@ -236,7 +236,7 @@ async def market_asof(web: Any, request: Any, market: str) -> Any:
 @json_errors
 async def market_since(web: Any, request: Any, market: str) -> Any:
     db = market_db(market)
-    queries.record([db], market)
+    queries.check_known([db], market)
     datoms = queries.since(db, market, _int(request, "ts"),
                            _int(request, "seq", queries.MAX_SEQ),
                            _int(request, "limit", 1000))

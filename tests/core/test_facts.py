@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gswarm.core.facts import (
-    ATTRIBUTES,
+    TICK_ATTRIBUTES,
     Segment,
     attr_prefix,
     concat,
@@ -51,7 +51,7 @@ def test_segment_round_trip_and_datoms() -> None:
         assert np.array_equal(getattr(back, name), getattr(seg, name))
     assert back.trader == seg.trader and back.outcome == seg.outcome
     datoms = seg.datoms()
-    assert len(datoms) == n * len(ATTRIBUTES)
+    assert len(datoms) == n * len(TICK_ATTRIBUTES)
     assert len({k for k, _ in datoms}) == len(datoms)
 
 

@@ -107,3 +107,49 @@ def test_1000_bad_messages_dead_lettered_with_reasons_good_ones_kept(
 
     points = worker.get("/api/markets/m-1/history?limit=10000")["points"]
     assert len(points) == good
+
+
+def test_market_metadata_messages_bad_ones_dead_lettered_good_ones_queryable(
+    app_settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    from gswarm.core.ticks import CONTROL_HEADER
+
+    settings = app_settings
+    worker = workers(settings)
+    header = [(CONTROL_HEADER, b"market")]
+    good = {"market": "meta-1", "ts": 1_700_000_000_000,
+            "meta": {"market/question": "Will it snow?", "market/close_time": 1_800_000_000_000}}
+    later = {**good, "ts": 1_700_000_500_000, "meta": {"market/resolution": "NO"}}
+    bad = [({**good, "meta": {"market/colour": "red"}}, "bad_metadata"),
+           ({**good, "ts": "yesterday"}, "bad_metadata"),
+           (good, "wrong_partition")]
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.broker)
+        await producer.start()
+        try:
+            key = b"meta-1"
+            right = owner(key, settings.partitions)
+            for doc, reason in bad:
+                part = right if reason != "wrong_partition" else (right + 1) % settings.partitions
+                await producer.send_and_wait(settings.tick_topic, key=key, partition=part,
+                                             value=orjson.dumps(doc), headers=header)
+            for doc in (good, good, later):  # the repeat changes nothing
+                await producer.send_and_wait(settings.tick_topic, key=key, partition=right,
+                                             value=orjson.dumps(doc), headers=header)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    stats = wait_consumed(worker, 6, field="controls")
+    assert stats["dead_letters"] == {"bad_metadata": 2, "wrong_partition": 1}
+    assert stats["meta_datoms"] == 3  # question, close time, then the resolution
+    latest = worker.get("/api/markets/meta-1")
+    assert latest["ticks"] == 0 and latest["meta"] == {
+        "market/question": "Will it snow?", "market/close_time": 1_800_000_000_000,
+        "market/resolution": "NO"}
+    before = worker.get(f"/api/markets/meta-1/asof?attr=market/resolution&t={good['ts']}")
+    assert before["datom"] is None
+    letters = asyncio.run(read_deadletters(settings, 3))
+    assert sorted(h["gswarm-reason"].decode() for _, h in letters) == [
+        "bad_metadata", "bad_metadata", "wrong_partition"]

@@ -59,7 +59,8 @@ async function refreshMarket(market) {
     const [latest, history, similar] = await Promise.all([
       getJSON(`/api/markets/${q}`), getJSON(`/api/markets/${q}/history?limit=10000`),
       getJSON(`/api/similar/${q}?k=8`)]);
-    $("market-title").textContent = market;
+    const question = (latest.meta || {})["market/question"];
+    $("market-title").textContent = question ? `${market}: ${question}` : market;
     const pts = history.points;
     const data = [pts.map((p) => p.ts / 1000), pts.map((p) => p.value)];
     $("prob-chart").dataset.points = String(pts.length);
@@ -68,7 +69,7 @@ async function refreshMarket(market) {
     const rows = ["prob", "ts", "volume", "trader", "outcome", "source", "ticks"];
     $("latest").querySelector("tbody").innerHTML = rows.map((k) =>
       `<tr><td>${k}</td><td class="num">${esc(k === "ts" ? new Date(latest.ts).toISOString() : latest[k])}</td></tr>`).join("");
-    $("alpha").querySelector("tbody").innerHTML = Object.entries(latest.alpha).map(([k, v]) =>
+    $("alpha").querySelector("tbody").innerHTML = Object.entries(latest.alpha || {}).map(([k, v]) =>
       `<tr><td>${esc(k)}</td><td class="num">${fmt(v, 4)}</td></tr>`).join("");
     $("similar").querySelector("tbody").innerHTML = similar.similar.map((h) =>
       `<tr><td><a href="#/market/${encodeURIComponent(h.market)}">${esc(h.market)}</a></td><td class="num">${fmt(h.score, 4)}</td></tr>`).join("");
