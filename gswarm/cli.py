@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +19,7 @@ from gswarm.config import Settings, describe
 from gswarm.errors import GswarmError
 
 pass_settings = click.make_pass_decorator(Settings)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,6 +291,73 @@ def feed_replay(settings: Settings, path: Path, market: str | None, speedup: flo
     ))
     click.echo(f"{summary}; {result.skipped} bets skipped (redemptions, unfilled orders), "
                f"{len(result.errors)} bad rows")
+
+
+def _live_options(name: str, all_markets: bool, markets: str | None,
+                  cursor_file: Path | None) -> Any:
+    from gswarm.feeds.manifold import Watch
+    from gswarm.feeds.runner import FeedOptions
+
+    names = tuple(m.strip() for m in (markets or "").split(",") if m.strip())
+    return FeedOptions(name, Watch(all_markets, names), cursor_file)
+
+
+def _live_flags(default_name: str) -> Callable[[F], F]:
+    def wrap(f: F) -> F:
+        for option in reversed([
+            click.option("--all", "all_markets", is_flag=True, help="Follow every market."),
+            click.option("--markets", help="Follow these markets only (comma separated)."),
+            click.option("--name", default=default_name, show_default=True,
+                         help="Feed name: the key of its cursor (run several with distinct "
+                              "names)."),
+            click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Keep the cursor in this local file instead of the "
+                              "feed-cursors topic."),
+        ]):
+            f = option(f)
+        return f
+    return wrap
+
+
+@feed.command("manifold")
+@_live_flags("manifold")
+@pass_settings
+def feed_manifold(settings: Settings, all_markets: bool, markets: str | None, name: str,
+                  cursor_file: Path | None) -> None:
+    """Live Manifold bets (websocket + REST gap fill) and market metadata; Ctrl-C stops.
+
+    --markets takes slugs or market ids. A restarted feed resumes from its cursor.
+    """
+    from gswarm.feeds.runner import run_manifold
+
+    options = _live_options(name, all_markets, markets, cursor_file)
+    _logging(settings)
+    asyncio.run(_until_signal(run_manifold(settings, options)))
+
+
+@feed.command("polymarket")
+@_live_flags("polymarket")
+@pass_settings
+def feed_polymarket(settings: Settings, all_markets: bool, markets: str | None, name: str,
+                    cursor_file: Path | None) -> None:
+    """Live Polymarket trades (polled data API); Ctrl-C stops.
+
+    --markets takes condition ids (0x...). A restarted feed resumes from its cursor.
+    """
+    from gswarm.feeds.runner import run_polymarket
+
+    options = _live_options(name, all_markets, markets, cursor_file)
+    _logging(settings)
+    asyncio.run(_until_signal(run_polymarket(settings, options)))
+
+
+def _logging(settings: Settings) -> None:
+    import logging
+
+    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings.log_level,
+                                                         settings.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -100,6 +100,53 @@ class Settings:
     kafka_heap: str = _setting(
         "GSWARM_KAFKA_HEAP", "512m", "Local broker: JVM heap cap (-Xmx).",
     )
+    manifold_api: str = _setting(
+        "GSWARM_MANIFOLD_API", "https://api.manifold.markets",
+        "Manifold feed: base URL of the REST API (`/v0/bets`, `/v0/market/{id}`...).",
+    )
+    manifold_ws: str = _setting(
+        "GSWARM_MANIFOLD_WS", "wss://api.manifold.markets/ws",
+        "Manifold feed: URL of the websocket (new bets are pushed on it).",
+    )
+    manifold_rpm: float = _setting(
+        "GSWARM_MANIFOLD_RPM", 450.0,
+        "Manifold feed: REST requests per minute (the documented limit is 500 per IP).",
+    )
+    polymarket_api: str = _setting(
+        "GSWARM_POLYMARKET_API", "https://data-api.polymarket.com",
+        "Polymarket feed: base URL of the public data API (`/trades`).",
+    )
+    polymarket_rpm: float = _setting(
+        "GSWARM_POLYMARKET_RPM", 300.0,
+        "Polymarket feed: requests per minute (the documented `/trades` limit is 200 per 10 s).",
+    )
+    feed_poll_s: float = _setting(
+        "GSWARM_FEED_POLL_S", 5.0,
+        "Polymarket feed: seconds between polls of the newest trades.",
+    )
+    feed_ping_s: float = _setting(
+        "GSWARM_FEED_PING_S", 20.0,
+        "Manifold feed: websocket ping interval in seconds (at most 30; the server drops "
+        "a connection silent for 60 s).",
+    )
+    feed_backfill_s: float = _setting(
+        "GSWARM_FEED_BACKFILL_S", 3600.0,
+        "Live feeds: history fetched through REST by a feed that has no cursor yet, in s.",
+    )
+    feed_window_s: float = _setting(
+        "GSWARM_FEED_WINDOW_S", 120.0,
+        "Live feeds: how late (event time, s) an item may arrive and still be delivered; "
+        "a resumed feed re-reads this much and drops the ids it already delivered.",
+    )
+    feed_meta_refresh_s: float = _setting(
+        "GSWARM_FEED_META_REFRESH_S", 300.0,
+        "Live feeds: seconds between refreshes of market metadata (resolved markets stop).",
+    )
+    feed_retry_s: float = _setting(
+        "GSWARM_FEED_RETRY_S", 1.0,
+        "Live feeds: base of the jittered exponential back-off for reconnects and retries "
+        "(capped at 60 s).",
+    )
     log_level: str = _setting(
         "GSWARM_LOG_LEVEL", "info",
         "Log level of Gswarm processes: crit, error, warn, info or debug (Faust's names).",
@@ -141,6 +188,14 @@ class Settings:
             ("kafka_controller_port", 0 < self.kafka_controller_port < 65536),
             ("max_message_bytes", self.max_message_bytes >= 1024),
             ("log_level", self.log_level in LOG_LEVELS),
+            ("manifold_rpm", self.manifold_rpm > 0),
+            ("polymarket_rpm", self.polymarket_rpm > 0),
+            ("feed_poll_s", self.feed_poll_s > 0),
+            ("feed_ping_s", 0 < self.feed_ping_s <= 30),
+            ("feed_backfill_s", self.feed_backfill_s >= 0),
+            ("feed_window_s", self.feed_window_s >= 0),
+            ("feed_meta_refresh_s", self.feed_meta_refresh_s > 0),
+            ("feed_retry_s", self.feed_retry_s > 0),
         ]
         for name, ok in checks:
             if not ok:
@@ -169,6 +224,10 @@ class Settings:
     @property
     def signals_topic(self) -> str:
         return f"{self.app_id}-signals"
+
+    @property
+    def cursor_topic(self) -> str:
+        return f"{self.app_id}-feed-cursors"
 
     @property
     def web_url(self) -> str:

@@ -50,15 +50,17 @@ class ProduceSummary:
 class TokenBucket:
     """A ticks-per-second limiter: ``await take(n)`` before sending ``n`` ticks.
 
-    Tokens accrue at ``rate`` per second up to ``BURST_S`` seconds' worth; a take may run
+    Tokens accrue at ``rate`` per second up to ``capacity`` (default ``BURST_S`` seconds'
+    worth, at least 1), starting empty; in any span of T seconds at most
+    ``capacity + rate * T`` tokens are spent. A take may run
     the bucket into debt, which is slept off in one sleep of at least ``MIN_SLEEP_S``.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, capacity: float | None = None) -> None:
         if not rate > 0 or rate == float("inf"):
             raise FeedError(f"rate must be a finite number of ticks/s > 0, got {rate}")
         self.rate = rate
-        self.capacity = max(1.0, rate * BURST_S)
+        self.capacity = max(1.0, rate * BURST_S) if capacity is None else capacity
         self.tokens = 0.0
         self.stamp = time.monotonic()
 

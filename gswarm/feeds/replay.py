@@ -57,7 +57,7 @@ class ReplayResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
-class _BadRow(Exception):
+class BadRow(Exception):
     """One row or bet cannot be turned into a tick; the message is the reason."""
 
 
@@ -115,29 +115,29 @@ def _check_market(market: str, error: type[Exception]) -> str:
 
 
 def _number(value: Any, name: str) -> float:
-    """A finite float from a CSV cell (str) or a JSON number; :class:`_BadRow` otherwise."""
+    """A finite float from a CSV cell (str) or a JSON number; :class:`BadRow` otherwise."""
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise _BadRow(f"{name} is not a number: {value[:40]!r}") from None
+            raise BadRow(f"{name} is not a number: {value[:40]!r}") from None
     elif type(value) in (int, float):
         number = float(value)
     elif value is None:
-        raise _BadRow(f"missing {name}")
+        raise BadRow(f"missing {name}")
     else:
-        raise _BadRow(f"{name} is not a number: {type(value).__name__}")
+        raise BadRow(f"{name} is not a number: {type(value).__name__}")
     if math.isnan(number):
-        raise _BadRow(f"{name} is NaN")
+        raise BadRow(f"{name} is NaN")
     if math.isinf(number):
-        raise _BadRow(f"{name} is infinite")
+        raise BadRow(f"{name} is infinite")
     return number
 
 
 def _prob(value: Any, name: str) -> float:
     prob = _number(value, name)
     if not 0.0 <= prob <= 1.0:
-        raise _BadRow(f"{name} {prob!r} is outside [0, 1]")
+        raise BadRow(f"{name} {prob!r} is outside [0, 1]")
     return prob
 
 
@@ -148,10 +148,10 @@ def _millis(value: Any, name: str) -> int:
     else:
         number = _number(value, name)
         if number != int(number):
-            raise _BadRow(f"{name} {number!r} is not a whole number of ms")
+            raise BadRow(f"{name} {number!r} is not a whole number of ms")
         ms = int(number)
     if ms <= 0:
-        raise _BadRow(f"{name} {ms} is not a positive time in ms")
+        raise BadRow(f"{name} {ms} is not a positive time in ms")
     return ms
 
 
@@ -160,10 +160,10 @@ def _text(bet: dict[str, Any], name: str, *, required: bool = True) -> str | Non
     value = bet.get(name)
     if value is None:
         if required:
-            raise _BadRow(f"missing {name}")
+            raise BadRow(f"missing {name}")
         return None
     if not isinstance(value, str) or not value:
-        raise _BadRow(f"{name} must be a non-empty string, got {value!r}"[:120])
+        raise BadRow(f"{name} must be a non-empty string, got {value!r}"[:120])
     return value
 
 
@@ -190,7 +190,7 @@ def _from_csv(text: str, path: Path, market: str) -> ReplayResult:
             continue  # a blank line is not a row
         try:
             rows.append((start, *_csv_row(record, columns, len(header))))
-        except _BadRow as exc:
+        except BadRow as exc:
             errors.append((start, str(exc)))
     return ReplayResult(_csv_ticks(rows, market), 0, errors)
 
@@ -201,12 +201,12 @@ def _csv_row(
     """Validate one CSV record: ``(bet_id, ts, amount, prob)``."""
     for name, index in columns.items():
         if index >= len(record):
-            raise _BadRow(f"missing column {name!r} ({len(record)} fields, header has {width})")
+            raise BadRow(f"missing column {name!r} ({len(record)} fields, header has {width})")
     if len(record) > width:
-        raise _BadRow(f"{len(record)} fields, header has {width}")
+        raise BadRow(f"{len(record)} fields, header has {width}")
     bet_id = record[columns["bet_id"]].strip()
     if not bet_id:
-        raise _BadRow("empty bet_id")
+        raise BadRow("empty bet_id")
     ts = _millis(record[columns["timestamp"]], "timestamp")
     amount = _number(record[columns["amount"]], "amount")
     prob = _prob(record[columns["probability"]], "probability")
@@ -306,7 +306,7 @@ def _skip_ws(text: str, pos: int) -> int:
 def _json_object_items(text: str, path: Path) -> Iterator[tuple[int, Any]]:
     """``(line, value)`` for JSON lines, or for a file that is one (multi-line) object.
 
-    A line that is not valid JSON yields a :class:`_BadRow` as its value.
+    A line that is not valid JSON yields a :class:`BadRow` as its value.
     """
     try:
         whole = json.loads(text)
@@ -322,7 +322,7 @@ def _json_object_items(text: str, path: Path) -> Iterator[tuple[int, Any]]:
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            yield number, _BadRow(f"not valid JSON: {exc.msg}")
+            yield number, BadRow(f"not valid JSON: {exc.msg}")
             continue
         parsed += 1
         yield number, value
@@ -337,10 +337,10 @@ def _from_json(items: Iterator[tuple[int, Any]], market: str | None) -> ReplayRe
     errors: list[tuple[int, str]] = []
     for index, (line, bet) in enumerate(items):
         try:
-            if isinstance(bet, _BadRow):
+            if isinstance(bet, BadRow):
                 raise bet
-            tick = _bet_tick(bet, market)
-        except _BadRow as exc:
+            tick = bet_tick(bet, market)
+        except BadRow as exc:
             errors.append((line, str(exc)))
             continue
         if tick is None:
@@ -353,10 +353,10 @@ def _from_json(items: Iterator[tuple[int, Any]], market: str | None) -> ReplayRe
     return ReplayResult([e.tick for e in events], skipped, errors)
 
 
-def _bet_tick(bet: Any, market: str | None) -> Tick | None:
+def bet_tick(bet: Any, market: str | None) -> Tick | None:
     """Map one Manifold bet object to a tick; ``None`` if it is not a price move."""
     if not isinstance(bet, dict):
-        raise _BadRow(f"not a JSON object: {type(bet).__name__}")
+        raise BadRow(f"not a JSON object: {type(bet).__name__}")
     if bet.get("isRedemption"):
         return None
     if bet.get("limitProb") is not None and _unfilled(bet):
@@ -389,7 +389,7 @@ def _unfilled(bet: dict[str, Any]) -> bool:
 
 def _bet_market(contract: str | None, answer: str | None) -> str:
     market = f"{contract}:{answer}" if answer else str(contract)
-    return _check_market(market, _BadRow)
+    return _check_market(market, BadRow)
 
 
 # -- pacing ------------------------------------------------------------------------------
