@@ -46,11 +46,16 @@ async def _plumbing(settings: Settings, options: FeedOptions) -> AsyncIterator[
                             else KafkaCursors(settings.broker, settings.cursor_topic,
                                               options.name))
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
-        await sink.start()
         try:
-            yield session, sink, cursors
+            await sink.start()
+            try:
+                yield session, sink, cursors
+            finally:
+                await cursors.close()
+        except KafkaError as exc:
+            raise FeedError(f"Kafka at {settings.broker} failed: {exc} (the cursor was not "
+                            "moved past anything Kafka did not acknowledge)") from exc
         finally:
-            await cursors.close()
             await sink.stop()
 
 
@@ -95,9 +100,6 @@ async def _with_stats(work: Coroutine[Any, Any, None], stats: FeedStats, api: Js
     reporter = asyncio.create_task(report())
     try:
         await work
-    except KafkaError as exc:
-        raise FeedError(f"{source} feed: Kafka failed: {exc!r} (the cursor was not moved "
-                        "past what Kafka did not acknowledge)") from exc
     finally:
         reporter.cancel()
         log.info("%s feed stopped: %s", source, stats.snapshot())
