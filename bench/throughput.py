@@ -138,7 +138,9 @@ def gswarm_state(s: Settings, markets: list[str]) -> dict[str, Any]:
     worker.start()
     try:
         worker.wait_ready()
-        latest = {m: worker.get(f"/api/markets/{m}") for m in markets}
+        # the tick state only: metadata (`meta`, from live feeds) is not part of this work
+        latest = {m: {k: v for k, v in worker.get(f"/api/markets/{m}").items() if k != "meta"}
+                  for m in markets}
         parts = worker.get("/api/sketches/local")["partitions"]
     finally:
         worker.stop()
