@@ -48,9 +48,14 @@ class Cursor:
         self.recent[item_id] = ts
         if ts > self.ts:
             self.ts = ts
+            # items come (nearly) in time order, so the oldest are at the front: trim
+            # there (a late straggler stays a little longer, which is harmless)
             horizon = self.since()
-            if min(self.recent.values()) < horizon:
-                self.recent = {k: t for k, t in self.recent.items() if t >= horizon}
+            while self.recent:
+                first = next(iter(self.recent))
+                if self.recent[first] >= horizon:
+                    break
+                del self.recent[first]
 
     def since(self) -> int:
         """Event time (ms) from which a resumed feed must ask for items again."""
