@@ -39,3 +39,12 @@ def test_compose_has_three_kraft_brokers_and_two_workers() -> None:
 def test_dockerfile_runs_the_faust_worker() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     assert '"faust", "-A", "gswarm.app", "worker"' in text
+
+
+def test_live_feeds_are_opt_in_services_that_resume_from_their_cursor() -> None:
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    for name, kind in (("manifold-feed", "manifold"), ("polymarket-feed", "polymarket")):
+        svc = services[name]
+        assert svc["command"] == ["gswarm", "feed", kind, "--all"]
+        assert svc["profiles"] == ["live"]  # `up` alone does not reach the internet
+        assert svc["restart"] == "unless-stopped" and svc["depends_on"] == ["topics"]
