@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "manifold"
 PAGE = 1000  # bets per REST page (the documented maximum)
-ACK_TIMEOUT_S = 10.0
+ACK_TIMEOUT_S = 10.0  # the subscription ack must come within this (or 3 ping intervals)
 
 
 # -- REST --------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class ManifoldFeed:
         await ws.send_str(orjson.dumps(
             {"type": "subscribe", "txid": txid, "topics": self.topics()}).decode())
         early: list[str] = []
-        async with asyncio.timeout(ACK_TIMEOUT_S):
+        async with asyncio.timeout(min(ACK_TIMEOUT_S, 3 * self.ping_s)):
             while True:
                 msg = await ws.receive()
                 if msg.type != aiohttp.WSMsgType.TEXT:

@@ -202,7 +202,7 @@ class Harness:
 
     async def live(self) -> None:
         assert self.feed is not None and self.task is not None
-        for _ in range(200):
+        for _ in range(600):
             if self.task.done():
                 self.task.result()
             if self.feed.live.is_set():
@@ -222,7 +222,7 @@ class Harness:
         return [t["id"] for t in self.sink.ticks]
 
     async def until(self, n: int) -> None:
-        for _ in range(200):
+        for _ in range(600):
             if len(self.sink.ticks) >= n:
                 await asyncio.sleep(0.1)  # and no more than n
                 return
