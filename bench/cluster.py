@@ -10,7 +10,15 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import Bench, background, rss_mb, stats, wait_for
+from bench.common import (
+    Bench,
+    background,
+    changelog_topics,
+    end_offsets,
+    rss_mb,
+    stats,
+    wait_for,
+)
 from gswarm.config import Settings
 from gswarm.feeds.producer import produce
 from gswarm.feeds.synthetic import synthetic_ticks
@@ -72,7 +80,7 @@ def cold_recovery(bench: Bench, ticks: int) -> dict[str, float]:
         wait_for(lambda: w.get("/api/stats")["ticks"] >= ticks, 600, every=0.5)
     finally:
         w.stop()
-    records = asyncio.run(changelog_records(s))
+    records = asyncio.run(end_offsets(s, changelog_topics(s)))
     fresh = WorkerProcess(s.override(web_port=free_port()), "fresh")
     t0 = time.monotonic()
     fresh.start()
@@ -83,23 +91,6 @@ def cold_recovery(bench: Bench, ticks: int) -> dict[str, float]:
         fresh.stop()
     return {"changelog_records": records, "seconds_to_ready": round(took, 2),
             "records_per_s": round(records / took)}
-
-
-async def changelog_records(s: Settings) -> int:
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=None)
-    await consumer.start()
-    try:
-        total = 0
-        for table in ("facts", "sketches"):
-            topic = f"{s.app_id}-{table}-changelog"
-            tps = [TopicPartition(topic, p) for p in range(s.partitions)]
-            total += sum((await consumer.end_offsets(tps)).values())
-        return total
-    finally:
-        await consumer.stop()
 
 
 def memory(bench: Bench, seconds: float, markets: int) -> dict[str, Any]:

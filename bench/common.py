@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -47,6 +47,24 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str = "condition",
             pass
         time.sleep(every)
     raise TimeoutError(f"{what} not reached in {timeout:.0f} s")
+
+
+async def end_offsets(s: Settings, topics: Iterable[str]) -> int:
+    """The sum of the end offsets of every partition of ``topics`` (messages ever written)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(s.partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+def changelog_topics(s: Settings) -> list[str]:
+    return [f"{s.app_id}-{table}-changelog" for table in ("facts", "sketches")]
 
 
 def stats(worker: WorkerProcess) -> dict[str, Any]:

@@ -29,7 +29,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from bench.common import ROOT, Bench, prefill, spread, stats, wait_for
+from bench.common import (
+    ROOT,
+    Bench,
+    changelog_topics,
+    end_offsets,
+    prefill,
+    spread,
+    stats,
+    wait_for,
+)
 from gswarm.config import Settings
 from gswarm.runner import WorkerProcess
 
@@ -88,8 +97,8 @@ async def _changelog_cost(s: Settings) -> dict[str, int]:
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        tps = [TopicPartition(f"{s.app_id}-{table}-changelog", p)
-               for table in ("facts", "sketches") for p in range(s.partitions)]
+        tps = [TopicPartition(topic, p) for topic in changelog_topics(s)
+               for p in range(s.partitions)]
         ends = await consumer.end_offsets(tps)
         consumer.assign(tps)
         for tp in tps:
@@ -217,7 +226,7 @@ def run(bench: Bench, markets: int, ticks: int, array_size: int, runs: int,
         bench.create(s)
         prefill(s, markets, ticks, array_size)
         if i == 0:
-            messages = asyncio.run(_messages(s))
+            messages = asyncio.run(end_offsets(s, [s.tick_topic]))
         floor.append(aiokafka_drain(s, ticks))
         k = kcat_drain(s, messages, ticks)
         if k is not None:
@@ -257,13 +266,3 @@ def run(bench: Bench, markets: int, ticks: int, array_size: int, runs: int,
     if check_state:
         out["state_differences"] = equal
     return out
-
-
-async def _messages(s: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(s.tick_topic, p) for p in range(s.partitions)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
