@@ -88,7 +88,7 @@ class Delivery:
             try:
                 item_id, ts = identify(item)
             except BadRow as exc:
-                await self._dead_letter(item, str(exc))
+                await self.dead_letter(item, str(exc))
                 continue
             if item_id in fresh or cursor.seen(item_id, ts):
                 self.stats.repeats += 1
@@ -97,30 +97,30 @@ class Delivery:
             try:
                 tick = to_tick(item)
             except BadRow as exc:
-                await self._dead_letter(item, str(exc))
+                await self.dead_letter(item, str(exc))
                 continue
             if tick is None:
                 self.stats.skipped += 1
             else:
                 ticks.append(tick)
-        if not fresh:
-            await self.sink.flush()  # dead letters, if any
-            return []
         await self.sink.send_ticks(ticks)
-        await self.sink.flush()
+        await self.sink.flush()  # the ticks and any dead letters
         self.stats.ticks += len(ticks)
-        for item_id, ts in fresh.items():
-            cursor.add(item_id, ts)
-        await self.save()
+        if fresh:
+            for item_id, ts in fresh.items():
+                cursor.add(item_id, ts)
+            await self.save()
         return ticks
 
     async def save(self) -> None:
         await self.cursors.save({"scopes": {s: c.to_json() for s, c in self.scopes.items()}})
 
-    async def _dead_letter(self, item: Any, reason: str) -> None:
+    async def dead_letter(self, item: Any, reason: str) -> None:
+        """Send an item (its JSON, or ``bytes`` as they came) to the dead-letter topic as
+        ``bad_item``; the caller flushes."""
         log.warning("%s feed: bad item (%s): %.200s", self.source, reason, item)
-        await self.sink.dead_letter(orjson.dumps(item), "bad_item", reason,
-                                    f"{self.source}-feed")
+        raw = item if isinstance(item, bytes) else orjson.dumps(item)
+        await self.sink.dead_letter(raw, "bad_item", reason, f"{self.source}-feed")
         self.stats.dead_letters += 1
 
 

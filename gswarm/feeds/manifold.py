@@ -347,8 +347,7 @@ class ManifoldFeed:
             return
         bets = (doc.get("data") or {}).get("bets") if isinstance(doc.get("data"), dict) else None
         if not isinstance(bets, list):
-            await self.sink.dead_letter(data.encode(), "bad_item", "broadcast without bets",
-                                        "manifold-feed")
+            await self.delivery.dead_letter(data.encode(), "broadcast without bets")
             await self.sink.flush()
             return
         scope = GLOBAL if topic.startswith("global/") else topic.split("/")[1]
@@ -434,8 +433,7 @@ class ManifoldFeed:
         try:
             await self.send_meta(market)
         except FeedError as exc:
-            await self.sink.dead_letter(orjson.dumps(market), "bad_item", str(exc),
-                                        "manifold-feed")
+            await self.delivery.dead_letter(market, str(exc))
             await self.sink.flush()
 
     async def send_meta(self, market: Any) -> None:

@@ -146,8 +146,8 @@ class PolymarketFeed:
         now = int(time.time() * 1000)
         fresh = {t["market"] for t in ticks} - self.known
         if fresh:
-            by_market = {market_of(t): t for t in trades if isinstance(t, dict)
-                         and _maps(t) in fresh}
+            by_market = {m: t for t in trades if isinstance(t, dict)
+                         and (m := _maps(t)) in fresh}
             for market in sorted(fresh):
                 await self.sink.send_meta(trade_meta(by_market[market], now))
             await self.sink.flush()

@@ -98,11 +98,9 @@ def metadata(dbs: Iterable[Db], market: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for db in dbs:
         for name, code in META_ATTRIBUTES.items():
-            prefix = attr_prefix(market, code)
-            it = db.iter()
-            it.seek_for_prev(prefix + tx_bytes(MAX_TS, MAX_SEQ))
-            if it.valid() and it.key().startswith(prefix):
-                out[name] = decode_value(code, it.value())
+            found = last_datom(db, market, code)
+            if found is not None:
+                out[name] = decode_value(code, found[1])
     return out
 
 
@@ -149,13 +147,21 @@ def asof(db: Db, market: str, attr: str, t: int) -> dict[str, Any] | None:
     code, market = check_attr(attr), check_market(market)
     if not 0 <= t <= MAX_TS:
         raise QueryError("t must be in [0, 2**63)")
+    found = last_datom(db, market, code, t)
+    if found is None:
+        return None
+    _, _, ts, seq = split_fact_key(found[0])
+    return {"ts": ts, "seq": seq, "value": decode_value(code, found[1])}
+
+
+def last_datom(db: Db, market: str, code: int, t: int = MAX_TS) -> tuple[bytes, bytes] | None:
+    """(key, stored bytes) of the market's last datom of attribute ``code`` with ts <= t."""
     prefix = attr_prefix(market, code)
     it = db.iter()
     it.seek_for_prev(prefix + tx_bytes(t, MAX_SEQ))
     if not it.valid() or not it.key().startswith(prefix):
         return None
-    _, _, ts, seq = split_fact_key(it.key())
-    return {"ts": ts, "seq": seq, "value": decode_value(code, it.value())}
+    return it.key(), it.value()
 
 
 def since(db: Db, market: str, ts: int, seq: int = MAX_SEQ, limit: int = 1000) -> list[

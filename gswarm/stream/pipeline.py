@@ -24,14 +24,7 @@ from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from gswarm.core import alpha
-from gswarm.core.facts import (
-    attr_prefix,
-    concat,
-    market_key,
-    plan_prune,
-    rebuild_segment,
-    seq_for,
-)
+from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
 from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
 from gswarm.core.lag import LagRing
 from gswarm.core.meta import CONTROL_OP as META_OP
@@ -40,6 +33,7 @@ from gswarm.core.offsets import OffsetWatch
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
 from gswarm.errors import TickError
+from gswarm.store.queries import last_datom
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +217,10 @@ class Ingest:
                 await self.control(event, control)
                 continue
             counters.messages += 1
-            if msg.key is not None and msg.partition != self.partitioning.expected(
-                msg.key, self.partitions
-            ):
+            misplaced = self.misplaced(msg.partition, msg.key)
+            if misplaced is not None:
                 counters.items += 1
-                await self.dead_letter(event, Rejected(
-                    "wrong_partition",
-                    f"on partition {msg.partition}, key hashes to "
-                    f"{self.partitioning.expected(msg.key, self.partitions)}",
-                ))
+                await self.dead_letter(event, misplaced)
                 continue
             good, bad = decode(msg.value, msg.key, self.max_bytes)
             counters.items += len(good) + len(bad)
@@ -257,6 +246,15 @@ class Ingest:
         counters.last_flush_ms = (time.perf_counter() - started) * 1000
         counters.batch_messages_sum += len(events)
         counters.flush_ms_sum += counters.last_flush_ms
+
+    def misplaced(self, partition: int, key: bytes | None) -> Rejected | None:
+        """A ``wrong_partition`` rejection if ``key`` does not hash to ``partition``."""
+        if key is None:
+            return None
+        expected = self.partitioning.expected(key, self.partitions)
+        if partition == expected:
+            return None
+        return Rejected("wrong_partition", f"on partition {partition}, key hashes to {expected}")
 
     def write_market(
         self, event: EventT[Any], market: str, arrivals: list[Arrival]
@@ -303,15 +301,14 @@ class Ingest:
         if op == "prune":
             self.prune(event, int(control["retention_ms"]))
         elif op == META_OP:
-            msg = event.message
             try:
-                meta = parse_meta(control, msg.key)
-                expected = self.partitioning.expected(meta.market.encode(), self.partitions)
-                if msg.partition != expected:
-                    raise TickError("wrong_partition", f"on partition {msg.partition}, key "
-                                    f"hashes to {expected}")
+                meta = parse_meta(control, event.message.key)
             except TickError as exc:
                 await self.dead_letter(event, Rejected(exc.reason, exc.detail))
+                return
+            misplaced = self.misplaced(event.message.partition, meta.market.encode())
+            if misplaced is not None:
+                await self.dead_letter(event, misplaced)
                 return
             self.write_meta(event, meta)
         else:
@@ -322,10 +319,8 @@ class Ingest:
         db = self.facts.data.db(event.message.partition)
 
         def current(code: int) -> bytes | None:
-            prefix = attr_prefix(meta.market, code)
-            it = db.iter()
-            it.seek_for_prev(prefix + b"\xff" * 16)
-            return it.value() if it.valid() and it.key().startswith(prefix) else None
+            found = last_datom(db, meta.market, code)
+            return found[1] if found is not None else None
 
         datoms = meta_datoms(meta, seq_for(event.message.offset, 0), current)
         with under_event(event):
