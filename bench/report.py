@@ -23,6 +23,16 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for DESIGN.md's targets that this document measured."""
     parts = doc["parts"]
     rows: list[tuple[str, str, bool | None]] = []
+    ceiling = parts.get("ceiling")
+    if ceiling:
+        single, arrays = ceiling["single"], ceiling["arrays"]
+        m = single["noop_agent"]["messages_per_s"]["median"]
+        rows.append(("no-op Faust agent >= 50,000 messages/s (single ticks)",
+                     f"{m:,.0f} ({single['ratio_vs_aiokafka_drain']:.2f}x the drain)",
+                     m >= 50_000))
+        t = arrays["noop_agent"]["ticks_per_s"]["median"]
+        rows.append(("no-op Faust agent >= 300,000 ticks/s (arrays)", f"{t:,.0f}",
+                     t >= 300_000))
     for key, label in (("throughput", "single ticks"), ("arrays", "arrays")):
         t = parts.get(key)
         if not t:
@@ -70,6 +80,8 @@ def render(doc: dict[str, Any]) -> str:
         out += [f"| {t} | {v} | {_yes(ok)} |" for t, v, ok in rows]
         out.append("")
     parts = doc["parts"]
+    if "ceiling" in parts:
+        out += _ceiling(parts["ceiling"])
     for key in ("throughput", "arrays"):
         if key in parts:
             out += _throughput(parts[key])
@@ -84,6 +96,33 @@ def render(doc: dict[str, Any]) -> str:
                 f"({r['min_s']:.3f}-{r['max_s']:.3f}) |" for name, r in s["kernels"].items()]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _ceiling(c: dict[str, Any]) -> list[str]:
+    single = c["single"]
+    out = [f"**The delivery ceiling**: a Faust agent that only counts "
+           f"(`bench/ceiling_app.py`, Gswarm's app settings and transport), on "
+           f"{single['messages']:,} pre-filled single-tick messages over "
+           f"{single['markets']:,} markets, and on arrays; beside the aiokafka drain of the "
+           "same topic in the same run.", "",
+           "| shape | consumer | messages/s | ticks/s | CPU us per message |",
+           "| --- | --- | --- | --- | --- |"]
+    for part in (c["single"], c["arrays"]):
+        shape = "single" if part["shape"] == "single" else part["shape"].replace(
+            "array", "arrays of ")
+        d, n, f = part["aiokafka_drain"], part["noop_agent"], part.get("faust_per_message")
+        out.append(f"| {shape} | aiokafka drain (decode only) | {fmt(d['messages_per_s'])} | "
+                   f"{fmt(d['ticks_per_s'])} | |")
+        out.append(f"| {shape} | **no-op agent, run delivery** | {fmt(n['messages_per_s'])} | "
+                   f"{fmt(n['ticks_per_s'])} | {fmt(n['cpu_us_per_message'], 1)} |")
+        if f:
+            out.append(f"| {shape} | no-op agent, Faust's per-message path | "
+                       f"{fmt(f['messages_per_s'])} | | {fmt(f['cpu_us_per_message'], 1)} |")
+    out += ["", f"Run delivery / drain: {single['ratio_vs_aiokafka_drain']:.3f}x (single), "
+            f"{c['arrays']['ratio_vs_aiokafka_drain']:.3f}x (arrays). Messages lost, "
+            f"out of order or twice, over every run: "
+            f"{single['lost_or_twice'] + c['arrays']['lost_or_twice']}.", ""]
+    return out
 
 
 def _throughput(t: dict[str, Any]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Run: ``make bench`` (all parts, full sizes), ``gswarm bench [--quick] [PART ...]`` or
 ``python -m bench.suite [--quick] [PART ...]``. Parts: throughput (single ticks and arrays:
-drain floors, Gswarm, the Quix peer, cost per tick), latency, failover, recovery, memory,
+drain floors, Gswarm, the Quix peer, cost per tick), ceiling (a no-op Faust agent
+beside the aiokafka drain), latency, failover, recovery, memory,
 sketches.
 
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with ``--quick``), merging
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import cluster, latency, sketches, throughput
+from bench import ceiling, cluster, latency, sketches, throughput
 from bench.common import RESULTS, ROOT, Bench, bench_session, machine, spread, today
 from bench.report import render, update_markdown
 
@@ -36,6 +37,7 @@ class Sizes:
 
     markets: int = 200
     ticks: int = 20_000
+    ceiling_messages: int = 100_000
     runs: int = 3
     quix_runs: int = 2
     array_size: int = 10
@@ -51,9 +53,16 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(markets=50, ticks=1_000, runs=1, quix_runs=1, latency_rates=(1000.0,),
-              latency_s=3.0, failover_runs=1, failover_prefill=2_000, recovery_ticks=2_000,
-              memory_s=6.0, memory_markets=10_000, sketch_items=50_000, sketch_runs=2)
+QUICK = Sizes(markets=50, ticks=1_000, ceiling_messages=5_000, runs=1, quix_runs=1,
+              latency_rates=(1000.0,), latency_s=3.0, failover_runs=1, failover_prefill=2_000,
+              recovery_ticks=2_000, memory_s=6.0, memory_markets=10_000, sketch_items=50_000,
+              sketch_runs=2)
+
+
+def part_ceiling(b: Bench, z: Sizes) -> dict[str, Any]:
+    return {"single": ceiling.run(b, z.markets, z.ceiling_messages, 1, z.runs),
+            "arrays": ceiling.run(b, z.markets, z.ceiling_messages * z.array_size,
+                                  z.array_size, z.runs)}
 
 
 def part_single(b: Bench, z: Sizes) -> dict[str, Any]:
@@ -89,6 +98,7 @@ def part_sketches(b: Bench, z: Sizes) -> dict[str, Any]:
 
 
 PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
+    "ceiling": part_ceiling,
     "throughput": part_single,
     "arrays": part_arrays,
     "latency": part_latency,

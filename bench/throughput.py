@@ -52,19 +52,21 @@ async def _aiokafka_drain(s: Settings, items: int) -> dict[str, Any]:
         max_partition_fetch_bytes=4 * 2**20, fetch_max_bytes=32 * 2**20)
     await consumer.start()
     try:
-        seen = 0
+        seen = messages = 0
         first: float | None = None
         while seen < items:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             if first is None and batch:
                 first = time.perf_counter()
             for records in batch.values():
+                messages += len(records)
                 for r in records:
                     doc = orjson.loads(r.value)
                     seen += len(doc) if isinstance(doc, list) else 1
         assert first is not None
         seconds = time.perf_counter() - first
-        return {"ticks": seen, "seconds": seconds, "ticks_per_s": seen / seconds}
+        return {"ticks": seen, "messages": messages, "seconds": seconds,
+                "ticks_per_s": seen / seconds, "messages_per_s": messages / seconds}
     finally:
         await consumer.stop()
 

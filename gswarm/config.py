@@ -21,6 +21,13 @@ from gswarm.errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Settings that were removed, and what replaced them (set, they fail with this message).
+RETIRED = {
+    "GSWARM_BATCH_MAX": "batches are runs of messages now; see GSWARM_BATCH_RUNS and "
+                        "GSWARM_FETCH_PARTITION_BYTES",
+}
+
+
 def _setting(env: str, default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc})
 
@@ -65,13 +72,19 @@ class Settings:
     prune_interval_s: float = _setting(
         "GSWARM_PRUNE_INTERVAL_S", 30.0, "How often the pruner runs, in seconds.",
     )
-    batch_max: int = _setting(
-        "GSWARM_BATCH_MAX", 4000,
-        "Ingest batch: flush after this many messages (or after GSWARM_BATCH_WITHIN_S).",
+    batch_runs: int = _setting(
+        "GSWARM_BATCH_RUNS", 0,
+        "Ingest batch: at most this many runs (a run: one partition's messages from one "
+        "fetch); 0 means one per partition. Flushed sooner after GSWARM_BATCH_WITHIN_S.",
+    )
+    fetch_partition_bytes: int = _setting(
+        "GSWARM_FETCH_PARTITION_BYTES", 1_048_576,
+        "Largest fetch per partition in bytes, so the largest run: under a backlog a batch "
+        "holds up to GSWARM_BATCH_RUNS runs of about this size; under light load it is small.",
     )
     batch_within_s: float = _setting(
         "GSWARM_BATCH_WITHIN_S", 0.02,
-        "Ingest batch: flush after this many seconds (or at GSWARM_BATCH_MAX messages).",
+        "Ingest batch: flush after this many seconds (or at GSWARM_BATCH_RUNS runs).",
     )
     commit_interval_s: float = _setting(
         "GSWARM_COMMIT_INTERVAL_S", 1.0,
@@ -156,6 +169,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default ``os.environ``); unknown values fail clearly."""
         env = os.environ if env is None else env
+        for old, new in RETIRED.items():
+            if env.get(old):
+                raise ConfigError(f"{old} is no longer a setting: {new}")
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(f.metadata["env"])
@@ -178,7 +194,8 @@ class Settings:
         checks = [
             ("partitions", self.partitions >= 1),
             ("replication", self.replication >= 1),
-            ("batch_max", self.batch_max >= 1),
+            ("batch_runs", self.batch_runs >= 0),
+            ("fetch_partition_bytes", self.fetch_partition_bytes >= 1024),
             ("batch_within_s", self.batch_within_s > 0),
             ("commit_interval_s", self.commit_interval_s > 0),
             ("retention_s", self.retention_s > 0),
@@ -212,6 +229,11 @@ class Settings:
                 value
             )
         return env
+
+    @property
+    def batch_runs_or_partitions(self) -> int:
+        """Runs per ingest batch: ``batch_runs``, or one per partition when it is 0."""
+        return self.batch_runs or self.partitions
 
     @property
     def tick_topic(self) -> str:

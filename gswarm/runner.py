@@ -25,9 +25,12 @@ from gswarm.errors import GswarmError
 class WorkerProcess:
     """One Faust worker process of the Gswarm app."""
 
-    def __init__(self, settings: Settings, name: str = "worker", log_path: Path | None = None):
+    def __init__(self, settings: Settings, name: str = "worker", log_path: Path | None = None,
+                 app: str = "gswarm.app", env: dict[str, str] | None = None):
         self.settings = settings
         self.name = name
+        self.app = app  # the module Faust loads (``faust -A``): the bench's ceiling app too
+        self.env = env or {}  # more environment for the process (besides the settings)
         self.datadir = settings.data_dir / name
         self.log_path = log_path or (settings.data_dir / f"{name}.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -38,7 +41,7 @@ class WorkerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "faust", "-A", "gswarm.app", "--datadir", str(self.datadir),
+            sys.executable, "-m", "faust", "-A", self.app, "--datadir", str(self.datadir),
             "worker", "-l", self.settings.log_level,
             "--web-host", self.settings.web_host, "--web-port", str(self.settings.web_port),
         ]
@@ -46,7 +49,7 @@ class WorkerProcess:
     def start(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.settings.to_env(), **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), env=env, stdout=log, stderr=subprocess.STDOUT,

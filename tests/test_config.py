@@ -34,3 +34,8 @@ def test_readme_documents_every_setting() -> None:
     readme = README.read_text()
     for env, default, doc in describe():
         assert f"| `{env}` | `{default}` | {doc} |" in readme, env
+
+
+def test_a_retired_setting_fails_with_what_replaced_it() -> None:
+    with pytest.raises(ConfigError, match=r"GSWARM_BATCH_MAX.*GSWARM_BATCH_RUNS"):
+        Settings.from_env({"GSWARM_BATCH_MAX": "4000"})

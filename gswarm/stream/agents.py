@@ -1,4 +1,5 @@
-"""The ingest agent: batches of tick events, flushed at ``batch_max`` or ``batch_within_s``."""
+"""The ingest agent: batches of runs of tick messages, flushed at ``batch_runs`` runs or
+after ``batch_within_s`` (see gswarm/stream/delivery.py for runs)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ ingest = Ingest(
 @app.agent(tick_topic)
 async def ingest_ticks(stream: Any) -> None:
     """Validate, group by market, and write one segment per market per batch."""
-    async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+    runs = settings.batch_runs_or_partitions
+    async for events in stream.take_events(runs, settings.batch_within_s):
         await ingest.handle(events)
 
 

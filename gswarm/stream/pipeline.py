@@ -34,6 +34,7 @@ from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
 from gswarm.errors import TickError
 from gswarm.store.queries import last_datom
+from gswarm.stream.delivery import run_records
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +200,15 @@ class Ingest:
         self.offsets = OffsetWatch()
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
+        """One batch: events of a :class:`~gswarm.stream.delivery.RunTopic` (runs of records)."""
         started = time.perf_counter()
         began = (time.time(), time.process_time())
         groups: dict[str, list[Arrival]] = defaultdict(list)
         owner: dict[str, EventT[Any]] = {}
         partition_event: dict[int, EventT[Any]] = {}
-        for event in events:
-            msg = event.message
+        messages = 0
+        for event, msg in ((e, m) for e in events for m in run_records(e)):
+            messages += 1
             skip = self.offsets.see(msg.partition, msg.offset)
             if skip is not None:
                 counters.offsets_skipped += skip.count
@@ -214,18 +217,18 @@ class Ingest:
                             skip.count)
             control = control_of(msg)
             if control is not None:
-                await self.control(event, control)
+                await self.control(event, msg, control)
                 continue
             counters.messages += 1
             misplaced = self.misplaced(msg.partition, msg.key)
             if misplaced is not None:
                 counters.items += 1
-                await self.dead_letter(event, misplaced)
+                await self.dead_letter(msg, misplaced)
                 continue
             good, bad = decode(msg.value, msg.key, self.max_bytes)
             counters.items += len(good) + len(bad)
             for rejected in bad:
-                await self.dead_letter(event, rejected)
+                await self.dead_letter(msg, rejected)
             for index, tick in good:
                 groups[tick.market].append(Arrival(msg.offset, index, tick))
                 owner[tick.market] = event
@@ -242,9 +245,9 @@ class Ingest:
         self.facts_written(began)
         counters.batches += 1
         counters.batch_markets += len(groups)
-        counters.last_batch_size = len(events)
+        counters.last_batch_size = messages
         counters.last_flush_ms = (time.perf_counter() - started) * 1000
-        counters.batch_messages_sum += len(events)
+        counters.batch_messages_sum += messages
         counters.flush_ms_sum += counters.last_flush_ms
 
     def misplaced(self, partition: int, key: bytes | None) -> Rejected | None:
@@ -290,7 +293,7 @@ class Ingest:
             counters.segments += 1
         return applied.counted
 
-    async def control(self, event: EventT[Any], control: dict[str, Any]) -> None:
+    async def control(self, event: EventT[Any], msg: Any, control: dict[str, Any]) -> None:
         """A control message, applied in order with the partition's ticks.
 
         ``prune`` comes from the leader; ``market`` (metadata) from a live feed. A bad
@@ -302,19 +305,19 @@ class Ingest:
             self.prune(event, int(control["retention_ms"]))
         elif op == META_OP:
             try:
-                meta = parse_meta(control, event.message.key)
+                meta = parse_meta(control, msg.key)
             except TickError as exc:
-                await self.dead_letter(event, Rejected(exc.reason, exc.detail))
+                await self.dead_letter(msg, Rejected(exc.reason, exc.detail))
                 return
-            misplaced = self.misplaced(event.message.partition, meta.market.encode())
+            misplaced = self.misplaced(msg.partition, meta.market.encode())
             if misplaced is not None:
-                await self.dead_letter(event, misplaced)
+                await self.dead_letter(msg, misplaced)
                 return
-            self.write_meta(event, meta)
+            self.write_meta(event, msg.offset, meta)
         else:
             log.warning("ignoring unknown control message %r", {"op": op, **control})
 
-    def write_meta(self, event: EventT[Any], meta: MarketMeta) -> None:
+    def write_meta(self, event: EventT[Any], offset: int, meta: MarketMeta) -> None:
         """Write the metadata values that changed as datoms (changelogged as themselves)."""
         db = self.facts.data.db(event.message.partition)
 
@@ -322,7 +325,7 @@ class Ingest:
             found = last_datom(db, meta.market, code)
             return found[1] if found is not None else None
 
-        datoms = meta_datoms(meta, seq_for(event.message.offset, 0), current)
+        datoms = meta_datoms(meta, seq_for(offset, 0), current)
         with under_event(event):
             for key, value in datoms:
                 self.facts[key] = value
@@ -356,9 +359,12 @@ class Ingest:
         counters.last_fact_time, counters.last_fact_cpu = now, cpu
         counters.lag.add(now * 1000.0 - np.concatenate(fresh).astype(np.float64))
 
-    async def dead_letter(self, event: EventT[Any], rejected: Rejected) -> None:
-        """Send the original bytes with the reason and origin to the dead-letter topic."""
-        msg = event.message
+    async def dead_letter(self, msg: Any, rejected: Rejected) -> None:
+        """Send the original bytes with the reason and origin to the dead-letter topic.
+
+        ``msg`` is the consumed record (``topic``, ``partition``, ``offset``, ``key``,
+        ``value``).
+        """
         counters.dead_letters[rejected.reason] += 1
         headers = {
             "gswarm-reason": rejected.reason.encode(),

@@ -7,6 +7,7 @@ from typing import Any
 import faust
 
 from gswarm.stream.app import app, settings
+from gswarm.stream.delivery import RunTopic
 from gswarm.stream.factstore import FactStore
 
 
@@ -49,9 +50,11 @@ class FactTable(GswarmTable):
         )
 
 
-tick_topic = app.topic(
-    settings.tick_topic, key_type=bytes, value_type=bytes,
-    key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+#: Read in runs (gswarm/stream/delivery.py): an event per partition per fetch; at most
+#: two batches' worth of runs wait in the agent's buffer.
+tick_topic = RunTopic(
+    app, topics=[settings.tick_topic], partitions=settings.partitions,
+    maxsize=2 * settings.batch_runs_or_partitions,
 )
 deadletter_topic = app.topic(
     settings.deadletter_topic, key_type=bytes, value_type=bytes,

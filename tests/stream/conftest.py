@@ -33,9 +33,10 @@ def workers(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProc
     """Start workers; every one is stopped by its PID at the end of the test."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, name: str = "w1", ready: bool = True) -> WorkerProcess:
+    def start(settings: Settings, name: str = "w1", ready: bool = True,
+              **kwargs: Any) -> WorkerProcess:
         log = OUTPUT / f"{request.node.name}-{name}-{len(started)}.log"
-        worker = WorkerProcess(settings, name, log_path=log)
+        worker = WorkerProcess(settings, name, log_path=log, **kwargs)
         worker.start()
         started.append(worker)
         if ready:

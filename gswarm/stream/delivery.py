@@ -1,0 +1,401 @@
+"""Run delivery: a Faust transport driver that hands an agent whole runs of messages.
+
+Faust moves every fetched message on its own through the conductor, a channel queue and the
+stream: a ``ConsumerMessage``, an ``Event``, a schema decode, two tasks and an
+``asyncio.wait`` (``Consumer._drain_messages`` races each delivery against the flow-suspend
+event), a queue put and get, sensor calls and an ack, about 110-190 µs of CPU per message
+on this machine (BENCHMARKS.md, "The delivery ceiling"). A bare aiokafka consumer reads the
+same topic at 3 µs per message. This module keeps Faust and pays that machinery once per
+*run*: the messages of one topic partition that one fetch returned, in offset order.
+
+It plugs in through Faust's public extension points only:
+
+* :class:`Transport` is a transport driver registered for its own URL scheme
+  (``gswarm://host:port``, entry point ``faust.transports`` in ``pyproject.toml``). It is
+  Faust's aiokafka driver with two classes swapped: :class:`RunConsumer` and
+  :class:`RunConductor`.
+* :class:`RunTopic` is a ``faust.Topic`` whose events are runs: ``event.value`` is the
+  list of the run's records (aiokafka's ``ConsumerRecord``: ``topic``, ``partition``,
+  ``offset``, ``timestamp``, ``key``, ``value``, ``headers``, raw bytes), and
+  ``event.message`` a :class:`MessageRun` standing for all of them.
+
+What each override changes, and why Faust's contract still holds:
+
+* ``RunConsumer._drain_messages`` (Faust's fetcher loop): for a partition whose every
+  subscriber is a :class:`RunTopic`, it delivers the fetch's records of that partition as
+  one run, raced against ``suspend_flow`` exactly as Faust races one message; for any other
+  partition (table changelogs during recovery, standbys, ordinary topics) it runs Faust's
+  own per-message delivery, unchanged. Everything Faust checks per message is checked per
+  record or per run: flow stopped (stop), generation changed (stop), partition paused or
+  revoked (skip), read offset (records before it are dropped), offset gaps (recorded for
+  the commit), ``broker_commit_every``, and a seek back to the committed offsets when
+  records arrive while the flow is stopped.
+* ``RunConductor.on_run``: takes the same flow-control and producer-ebb waits as Faust's
+  per-message handler, then puts one event per subscribing channel; a full queue blocks
+  delivery (back-pressure) and pauses the partition's fetching as Faust does.
+* :class:`MessageRun`: tracked, counted by sensors and acked once per run. Its final ack
+  marks every offset of the run acked at once (``RunConsumer.ack_run``) under Faust's
+  ``ack_lock``, with Faust's own rules (not below the committed offset, not twice), so
+  offsets are committed only after the agent has processed the run: Faust's
+  ``_new_offset`` still commits only contiguous acked offsets. Stricter than Faust, a run
+  acks nothing if the stream skipped it instead of handing it to the agent (flow suspended
+  for a rebalance: :class:`RunHandoff`) or if it was fetched in an earlier consumer
+  generation: its partition was sought back to the committed offset and it comes again.
+* ``RunConsumer.on_partitions_revoked`` commits what was processed before Faust drops
+  the revoked partitions' acks; ``RunConsumer._commit_offsets`` commits only once the
+  producer's buffer (changelog writes) is drained. Both apply to every partition.
+* Faust's sensors (the monitor, Prometheus) see a run as one message and one event. Gswarm
+  counts messages and ticks itself (``/api/stats``).
+
+A :class:`RunTopic` on any other transport (``kafka://``, ``agent.test_context()``) still
+works: each message arrives as a run of one (``RunTopic.decode``), through Faust's own path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, cast
+
+import faust
+from faust.transport.conductor import Conductor
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, EventT
+from faust.types.tuples import ConsumerMessage, ack_lock
+from mode.utils.futures import notify
+
+SCHEME = "gswarm"
+
+
+class MessageRun(ConsumerMessage):
+    """Consecutive records of one partition from one fetch, delivered and acked as one.
+
+    Its ``offset`` (and ``timestamp``) are those of the run's last record; ``records`` are
+    the run's records in offset order.
+    """
+
+    __slots__ = ("handed", "records")
+
+    def __init__(self, tp: TP, records: Sequence[Any], generation_id: int | None) -> None:
+        last = records[-1]
+        timestamp = last.timestamp / 1000.0 if last.timestamp is not None else cast(float, None)
+        super().__init__(
+            tp.topic, tp.partition, last.offset, timestamp, last.timestamp_type, None,
+            None, None, None, 0, 0, tp, generation_id=generation_id,
+        )
+        self.records = records
+        #: set when a stream hands the run to its agent (:class:`RunHandoff`)
+        self.handed = False
+
+    def on_final_ack(self, consumer: Any) -> bool:
+        return bool(consumer.ack_run(self))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return (f"<MessageRun: {self.tp} offsets={self.records[0].offset}-{self.offset} "
+                f"n={len(self.records)}>")
+
+
+class RunTopic(faust.Topic):
+    """A topic whose events are runs of raw records of one partition (see module doc).
+
+    ``maxsize`` counts runs: the agent's buffer holds at most that many (each at most one
+    fetch's worth of its partition).
+    """
+
+    delivers_runs: ClassVar[bool] = True
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("key_type", bytes)
+        kwargs.setdefault("value_type", bytes)
+        kwargs.setdefault("key_serializer", "raw")
+        kwargs.setdefault("value_serializer", "raw")
+        super().__init__(app, **kwargs)
+
+    async def decode(self, message: Any, *, propagate: bool = False) -> EventT[Any]:
+        """One message on Faust's per-message path (another transport): a run of one."""
+        return self._create_event(None, [message], message.headers, message)
+
+
+def run_records(event: EventT[Any]) -> Sequence[Any]:
+    """The records of a :class:`RunTopic` event."""
+    return cast(Sequence[Any], event.value)
+
+
+class RunHandoff(faust.Sensor):
+    """Marks a run handed to an agent, so only those are acked (Faust's sensor hook).
+
+    A stream that reads an event while the flow is suspended (a rebalance is under way) or
+    from an earlier generation skips it *and acks it*, unprocessed; acked offsets are then
+    committed and those messages never come again. Faust calls ``on_stream_event_in`` only
+    for the events it does hand to the agent, so a run not marked here is not acked: its
+    partition is sought back to the committed offset and it is delivered again.
+    """
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: EventT[Any]) -> None:
+        message = event.message
+        if isinstance(message, MessageRun):
+            message.handed = True
+
+
+class RunConductor(Conductor):
+    """Faust's conductor, plus delivery of a run to channels that take runs."""
+
+    _handoff: RunHandoff | None = None
+
+    def takes_runs(self, tp: TP) -> bool:
+        """True if every channel subscribed to ``tp`` is a :class:`RunTopic`."""
+        channels = self._tp_index.get(tp) or ()
+        return bool(channels) and all(
+            getattr(channel, "delivers_runs", False) for channel in channels)
+
+    async def on_run(self, tp: TP, records: Sequence[Any], generation_id: int | None) -> None:
+        """Deliver ``records`` (one partition, offset order) as one event per channel."""
+        async with self._tp_to_callback_lock:
+            channels = list(self._tp_index.get(tp) or ())
+        if not channels:
+            return
+        app = self.app
+        if self._handoff is None:
+            self._handoff = RunHandoff()
+            app.sensors.add(self._handoff)
+        await app.flow_control.acquire()
+        await app.producer.buffer.wait_until_ebb()
+        run = MessageRun(tp, records, generation_id)
+        run.incref(len(channels))
+        consumer = app.consumer
+
+        def on_pressure_high() -> None:
+            app.sensors.on_topic_buffer_full(tp)
+            consumer.on_buffer_full(tp)
+
+        def on_pressure_drop() -> None:
+            consumer.on_buffer_drop(tp)
+
+        for channel in channels:
+            event = app.create_event(None, records, None, run)
+            queue = channel.queue
+            if queue.full():
+                app.sensors.on_topic_buffer_full(tp)
+                await channel.put(event)
+            else:
+                queue.put_nowait_enhanced(event, on_pressure_high=on_pressure_high,
+                                          on_pressure_drop=on_pressure_drop)
+
+
+class RunConsumer(aiokafka_driver.Consumer):
+    """Faust's aiokafka consumer with run delivery for partitions read by run topics."""
+
+    def ack_run(self, run: MessageRun) -> bool:
+        """Mark every offset of ``run`` acked (Faust's ``ack`` rules, once per run)."""
+        with ack_lock:
+            if run.acked:
+                return False
+            run.acked = True
+            try:
+                if not run.handed:
+                    return False  # skipped by the stream, never processed (RunHandoff)
+                if run.generation_id != self.app.consumer_generation_id:
+                    # fetched before a rebalance: the partition was sought back to its
+                    # committed offset, so these records come again; acking them here
+                    # could commit offsets the new generation never processed
+                    return False
+                tp = run.tp
+                if not self.app.topics.acks_enabled_for(run.topic):
+                    return False
+                committed = self._committed_offset[tp]
+                index = self._acked_index[tp]
+                fresh = [r.offset for r in run.records
+                         if (committed is None or r.offset >= committed)
+                         and r.offset not in index]
+                self._unacked_messages.discard(run)
+                if not fresh:
+                    return False
+                index.update(fresh)
+                self._acked[tp].extend(fresh)
+                self._n_acked += len(fresh)
+                return True
+            finally:
+                notify(self._waiting_for_ack)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Commit what was processed on ``revoked`` partitions, then let Faust revoke them.
+
+        Faust's revoke drops the acked offsets of revoked partitions first and commits after
+        (its ``wait_empty``), so whatever was processed since the last periodic commit was
+        processed again by the partition's next owner (or by this worker, for a partition it
+        keeps): shown by ``tests/stream/test_delivery_e2e.py`` on Faust's own path. Committing
+        first keeps at-least-once (only acked offsets are committed) and makes a graceful
+        rebalance exactly-once.
+        """
+        if not self.app.client_only:
+            # a commit in flight may predate the last acks: wait for it, then commit
+            while self._commit_fut is not None:
+                await self.maybe_wait_for_commit_to_finish()
+            await self.commit(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int],
+                              start_new_transaction: bool = True) -> bool:
+        """Commit ``offsets`` only once every message produced before is acknowledged.
+
+        Faust flushes the producer before a commit, but its buffer's flush gives up after
+        0.1 s without a send, so a commit could go out while changelog writes of the
+        processed messages were still buffered: killed then, a worker left offsets
+        committed whose table changes never reached Kafka, and a worker recovering from
+        the changelogs lost them. Here the buffer is drained to empty first (bounded by
+        ``broker_request_timeout``; past it nothing is committed and the messages are
+        processed again).
+        """
+        producer = self.app.producer
+        buffer = producer.buffer
+        deadline = asyncio.get_running_loop().time() + self.app.conf.broker_request_timeout
+        while buffer.size:
+            if asyncio.get_running_loop().time() > deadline:
+                self.log.error("not committing: %d produced messages still unsent after %.0fs",
+                               buffer.size, self.app.conf.broker_request_timeout)
+                return False
+            await buffer.flush()
+        await producer.flush()
+        return bool(await super()._commit_offsets(offsets, start_new_transaction))
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
+        conductor = self.app.topics
+        takes_runs = getattr(conductor, "takes_runs", None)
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                generation_id = self.app.consumer_generation_id
+                await self.sleep(0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    # as Faust's getmany: records fetched while the flow is stopped are
+                    # dropped, and the fetch position goes back to the committed offsets
+                    await self._seek_back()
+                    continue
+                for tp, tp_records in runs_in_order(records):
+                    if not self.flow_active or (
+                            self.app.consumer_generation_id != generation_id):
+                        break
+                    if not (active is None or tp in active
+                            or tp in self._buffered_partitions):
+                        continue
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    if takes_runs is not None and takes_runs(tp):
+                        await self._deliver_run(tp, tp_records, generation_id)
+                    else:
+                        await self._deliver_each(tp, tp_records)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _seek_back(self) -> None:
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # as Faust: a failed seek is logged, the next fetch retries
+            self.log.warning("exception performing seek when flow not active %r", exc)
+
+    def _fresh(self, tp: TP, records: Sequence[Any]) -> tuple[list[Any], list[tuple[int, int]]]:
+        """Records at or after the read offset, and the offset gaps before and among them."""
+        r_offset = self._read_offset[tp]
+        fresh = list(records) if r_offset is None else [
+            r for r in records if r.offset >= r_offset]
+        gaps: list[tuple[int, int]] = []
+        if not fresh:
+            return fresh, gaps
+        previous = r_offset
+        if previous is None or fresh[-1].offset - fresh[0].offset + 1 == len(fresh):
+            # contiguous run: a gap can only precede it
+            if previous and fresh[0].offset - previous > 1:
+                gaps.append((previous + 1, fresh[0].offset))
+            return fresh, gaps
+        for record in fresh:
+            if previous and record.offset - previous > 1:
+                gaps.append((previous + 1, record.offset))
+            previous = record.offset
+        return fresh, gaps
+
+    async def _before_delivery(self, tp: TP, gaps: Iterable[tuple[int, int]]) -> None:
+        if self.app.topics.acks_enabled_for(tp.topic):
+            for first, last in gaps:
+                await self._add_gap(tp, first, last)
+        commit_every = self._commit_every
+        if commit_every is not None and self._n_acked >= commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+    async def _deliver_run(self, tp: TP, records: Sequence[Any], generation_id: int) -> None:
+        fresh, gaps = self._fresh(tp, records)
+        if not fresh:
+            return
+        await self._before_delivery(tp, gaps)
+        conductor = cast(RunConductor, self.app.topics)
+        await self.wait_first(conductor.on_run(tp, fresh, generation_id),
+                              self.suspend_flow.wait())
+        self._read_offset[tp] = fresh[-1].offset
+
+    async def _deliver_each(self, tp: TP, records: Sequence[Any]) -> None:
+        """Faust's own per-message delivery (conductor callback raced against suspend)."""
+        callback = self.callback
+        for record in records:
+            if not self.flow_active:
+                return
+            fresh, gaps = self._fresh(tp, (record,))
+            if not fresh:
+                self.log.dev("DROPPED MESSAGE ROFF %r", record.offset)
+                continue
+            await self._before_delivery(tp, gaps)
+            await self.wait_first(callback(self._to_message(tp, record)),
+                                  self.suspend_flow.wait())
+            self._read_offset[tp] = record.offset
+
+
+def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]:
+    """Each partition's records as one run, round-robin over topics (as Faust's scheduler).
+
+    Faust interleaves topics so a busy topic cannot starve another; within a fetch, one
+    partition's records stay together here, in offset order.
+    """
+    by_topic: dict[str, list[tuple[TP, list[Any]]]] = {}
+    for tp, tp_records in records.items():
+        if tp_records:
+            by_topic.setdefault(tp.topic, []).append((tp, tp_records))
+    order: list[tuple[TP, list[Any]]] = []
+    queues = list(by_topic.values())
+    while queues:
+        for queue in queues:
+            order.append(queue.pop(0))
+        queues = [q for q in queues if q]
+    return order
+
+
+class Transport(aiokafka_driver.Transport):
+    """Faust's aiokafka transport, delivering runs to :class:`RunTopic` subscribers."""
+
+    Consumer = RunConsumer
+    Conductor = RunConductor
+
+
+def broker_urls(hosts: str) -> list[str]:
+    """``host:port,host:port`` as this driver's broker URLs (``gswarm://host:port``)."""
+    return [f"{SCHEME}://{hostport.strip()}" for hostport in hosts.split(",")]
