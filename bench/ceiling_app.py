@@ -11,6 +11,9 @@ a bare aiokafka drain.
 ``messages`` (Faust's own path: an ordinary topic, one event per message,
 ``take_events``).
 
+``GSWARM_CEILING_DELAY_S`` makes the agent sleep that long after each batch (a slow agent:
+its buffer fills and back-pressure pauses and resumes fetching; tests use it).
+
 ``GET /api/ceiling`` answers with what it saw: messages, ticks (an array message counts its
 elements, found without decoding JSON), first/last arrival time and process CPU, and per
 partition the count, first and last offset and the number of offsets that arrived out of
@@ -20,6 +23,7 @@ order or twice. With ``GSWARM_CEILING_LOG=PATH`` it also appends every
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -95,6 +99,7 @@ class Seen:
 
 
 seen = Seen(os.environ.get("GSWARM_CEILING_LOG"))
+DELAY_S = float(os.environ.get("GSWARM_CEILING_DELAY_S") or 0)
 
 
 @app.agent(tick_topic)
@@ -105,6 +110,8 @@ async def noop(stream: Any) -> None:
                                                settings.batch_within_s):
             seen.add([(r.partition, r.offset, r.value)
                       for e in events for r in run_records(e)])
+            if DELAY_S:
+                await asyncio.sleep(DELAY_S)
     else:
         async for events in stream.take_events(4000, settings.batch_within_s):
             seen.add([(e.message.partition, e.message.offset, e.message.value)

@@ -144,7 +144,13 @@ class RunHandoff(faust.Sensor):
 class RunConductor(Conductor):
     """Faust's conductor, plus delivery of a run to channels that take runs."""
 
-    _handoff: RunHandoff | None = None
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        # registered with the app now, not at the first run: Faust's sensor hooks keep
+        # per-sensor state from a rebalance's start to its end, and a sensor added in
+        # between made the end crash (KeyError in SensorDelegate.on_rebalance_end)
+        self._handoff = RunHandoff()
+        app.sensors.add(self._handoff)
 
     def takes_runs(self, tp: TP) -> bool:
         """True if every channel subscribed to ``tp`` is a :class:`RunTopic`."""
@@ -159,9 +165,6 @@ class RunConductor(Conductor):
         if not channels:
             return
         app = self.app
-        if self._handoff is None:
-            self._handoff = RunHandoff()
-            app.sensors.add(self._handoff)
         await app.flow_control.acquire()
         await app.producer.buffer.wait_until_ebb()
         run = MessageRun(tp, records, generation_id)
@@ -374,12 +377,15 @@ def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]
     """Each partition's records as one run, round-robin over topics (as Faust's scheduler).
 
     Faust interleaves topics so a busy topic cannot starve another; within a fetch, one
-    partition's records stay together here, in offset order.
+    partition's records stay together here, in offset order. Partitions come as Faust's
+    ``TP``.
     """
     by_topic: dict[str, list[tuple[TP, list[Any]]]] = {}
     for tp, tp_records in records.items():
         if tp_records:
-            by_topic.setdefault(tp.topic, []).append((tp, tp_records))
+            # Faust's own TP, not aiokafka's: the consumer's partition sets (paused,
+            # active: on_buffer_full/drop) accept nothing else
+            by_topic.setdefault(tp.topic, []).append((TP(tp.topic, tp.partition), tp_records))
     order: list[tuple[TP, list[Any]]] = []
     queues = list(by_topic.values())
     while queues:

@@ -95,3 +95,39 @@ def test_every_message_once_in_order_across_a_join_and_a_leave(
         for p, o in pairs:
             assert o > last.get(p, -1), f"worker {name}: partition {p} out of order at {o}"
             last[p] = o
+
+
+def test_a_slow_agent_pauses_fetching_and_still_gets_every_message_once(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Runs pile up in front of a slow agent: its buffer's back-pressure pauses and resumes
+    the partitions' fetching (Faust's ``on_buffer_full``/``on_buffer_drop``) over and over,
+    and every message still arrives once, in order."""
+    import asyncio
+
+    from gswarm.kafka import topics
+    from gswarm.ports import free_port
+
+    # one run per batch, a buffer of two runs, runs of a few messages: constant pressure
+    s = settings_factory(web_port=free_port(), partitions=4, batch_runs=1,
+                         fetch_partition_bytes=2048)
+    asyncio.run(topics.apply(s))
+    produce(s, 0, 3_000)
+    log = tmp_path / "offsets"
+    w = workers(s, "slow", app=APP, env={"GSWARM_CEILING_LOG": str(log),
+                                         "GSWARM_CEILING_DELAY_S": "0.002"})
+    def done() -> bool:
+        assert w.alive(), f"the worker exited; see {w.log_path}"
+        return len(set(processed(log))) >= 3_000
+
+    wait_for(done, 120, "every message processed")
+    time.sleep(1.0)
+    pairs = processed(log)
+    assert w.alive()
+    assert len(pairs) == len(set(pairs)) == 3_000
+    last: dict[int, int] = {}
+    for p, o in pairs:
+        assert o == last.get(p, -1) + 1, f"partition {p}: {o} after {last.get(p)}"
+        last[p] = o
+    assert w.get("/api/ceiling")["messages"] == 3_000

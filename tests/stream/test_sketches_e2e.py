@@ -57,7 +57,8 @@ def test_kill_9_mid_stream_sketches_bit_identical_to_an_uninterrupted_run(
     from gswarm.kafka import topics
     from gswarm.ports import free_port
 
-    ticks = list(synthetic_ticks(markets=200, count=30_000, seed=5))
+    # enough that a worker ingesting >10k ticks/s is killed mid-stream, not after the end
+    ticks = list(synthetic_ticks(markets=200, count=100_000, seed=5))
     # commits every 5 s: a kill leaves processed but uncommitted messages to redeliver
     crash = settings_factory(web_port=free_port(), partitions=4, commit_interval_s=5.0)
     calm = settings_factory(web_port=free_port(), partitions=4)

@@ -102,7 +102,8 @@ def test_metrics_parse_and_move_with_ingest(
     assert metric(after, "gswarm_batch_messages_count") >= 1
     assert metric(after, "gswarm_sketch_estimate", what="unique_markets") > 10
     prefix = app_settings.app_id.replace("-", "_")
-    assert metric(after, f"{prefix}_messages_received_total") >= 500  # Faust's sensor
+    # Faust's sensor counts deliveries: one per run of a partition's messages (delivery.py)
+    assert metric(after, f"{prefix}_messages_received_total") >= 1
 
 
 BAD = [
