@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -13,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.runner import WorkerProcess
-from tests.stream.conftest import produce_ticks, wait_consumed
+from tests.stream.conftest import produce_ticks, wait_consumed, wait_for
 from tests.stream.truth import ground_truth
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,8 +45,19 @@ def test_at_most_one_changelog_message_per_market_per_batch(
     produce_ticks(app_settings, ticks)  # pre-filled: the worker sees full batches
     worker = workers(app_settings)
     stats = wait_consumed(worker, len(ticks))
+    # queryable first, changelogged a moment later: the producer sends in the background
+    # (and must have sent everything before the offsets are committed)
+    counts: list[int] = []
+
+    def changelogged() -> bool:
+        counts.append(asyncio.run(changelog_messages(app_settings)))
+        return counts[-1] >= int(stats["segments"])
+
+    wait_for(changelogged, 30, "every segment on the changelog")
+    print(f"changelog messages seen while waiting: {counts}")
+    time.sleep(1.0)
     count = asyncio.run(changelog_messages(app_settings))
-    assert count == stats["segments"]
+    assert count == stats["segments"] == worker.get("/api/stats")["segments"]
     assert count <= stats["batch_markets"], "more than one changelog message per market/batch"
     # batching amortises: how much depends on batch sizes, so on the machine's speed
     # (3-25 ticks per message seen); the benchmark measures it, this only checks it happens
