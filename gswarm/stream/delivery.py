@@ -91,9 +91,6 @@ class MessageRun(ConsumerMessage):
     def on_final_ack(self, consumer: Any) -> bool:
         return bool(consumer.ack_run(self))
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __repr__(self) -> str:
         return (f"<MessageRun: {self.tp} offsets={self.records[0].offset}-{self.offset} "
                 f"n={len(self.records)}>")
@@ -198,6 +195,8 @@ class RunConsumer(aiokafka_driver.Consumer):
             if run.acked:
                 return False
             run.acked = True
+            # acked or not, the run no longer holds up Faust's wait_empty
+            self._unacked_messages.discard(run)
             try:
                 if not run.handed:
                     return False  # skipped by the stream, never processed (RunHandoff)
@@ -214,7 +213,6 @@ class RunConsumer(aiokafka_driver.Consumer):
                 fresh = [r.offset for r in run.records
                          if (committed is None or r.offset >= committed)
                          and r.offset not in index]
-                self._unacked_messages.discard(run)
                 if not fresh:
                     return False
                 index.update(fresh)
@@ -251,10 +249,10 @@ class RunConsumer(aiokafka_driver.Consumer):
         committed whose table changes never reached Kafka, and a worker recovering from
         the changelogs lost them. Here the buffer is drained to empty first (bounded by
         ``broker_request_timeout``; past it nothing is committed and the messages are
-        processed again).
+        processed again); Faust's own flush then sends what the producer holds and waits
+        for the broker's acknowledgements.
         """
-        producer = self.app.producer
-        buffer = producer.buffer
+        buffer = self.app.producer.buffer
         deadline = asyncio.get_running_loop().time() + self.app.conf.broker_request_timeout
         while buffer.size:
             if asyncio.get_running_loop().time() > deadline:
@@ -262,12 +260,10 @@ class RunConsumer(aiokafka_driver.Consumer):
                                buffer.size, self.app.conf.broker_request_timeout)
                 return False
             await buffer.flush()
-        await producer.flush()
         return bool(await super()._commit_offsets(offsets, start_new_transaction))
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
-        conductor = self.app.topics
-        takes_runs = getattr(conductor, "takes_runs", None)
+        conductor = cast(RunConductor, self.app.topics)  # Transport pairs the two classes
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         try:
@@ -291,7 +287,7 @@ class RunConsumer(aiokafka_driver.Consumer):
                             or tp in self._buffered_partitions):
                         continue
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                    if takes_runs is not None and takes_runs(tp):
+                    if conductor.takes_runs(tp):
                         await self._deliver_run(tp, tp_records, generation_id)
                     else:
                         await self._deliver_each(tp, tp_records)

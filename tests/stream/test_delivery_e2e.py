@@ -24,16 +24,13 @@ def produce(settings: Settings, first: int, count: int, pause_every: int = 0) ->
     """``count`` single-tick messages keyed over 50 markets (numbered from ``first``)."""
     import asyncio
 
-    def messages() -> list[tuple[bytes, bytes]]:
-        out = []
-        for i in range(first, first + count):
-            market = f"m-{i % 50}"
-            out.append((market.encode(), b'{"market":"%s","n":%d}' % (market.encode(), i)))
-        return out
-
+    messages = []
+    for i in range(first, first + count):
+        market = f"m-{i % 50}".encode()
+        messages.append((market, b'{"market":"%s","n":%d}' % (market, i)))
     batch = pause_every or count
     for start in range(0, count, batch):
-        chunk = messages()[start:start + batch]
+        chunk = messages[start:start + batch]
         asyncio.run(produce_messages(settings, chunk))
         if pause_every:
             time.sleep(0.2)
