@@ -1,9 +1,18 @@
 """Alpha vectors: per-tick features of a market from its rolling recent history.
 
-Pure numpy. :func:`update` applies a market's new ticks (in arrival order) to its
-:class:`RollingState` and returns one raw vector per tick, computed over the history
-including that tick. Window statistics are vectorised over the ticks of a call with
-cumulative sums over ``old window + new ticks``; only the recursive EMAs loop.
+Pure numpy. :func:`update_many` applies the new ticks of many markets at once (each
+market's in arrival order) to their :class:`RollingState` and returns one raw vector per
+tick, computed over the history including that tick; :func:`update` is the same for one
+market.
+
+The work is columnar: every window statistic of every new tick of every market in the
+call is one gather of that tick's window from the market's history (``old window + new
+ticks``) and one reduction, so the number of numpy calls per call is fixed, whatever the
+number of markets, ticks or the window lengths. Windows are reduced from their values
+each time (no running window sums), so nothing drifts: a tick's vector depends only on
+the market's tick sequence, never on how it was split into calls (bit-identical). Only
+the recurrences (EMAs, MACD signal, OBV, VWAP sums) run tick by tick, in plain Python
+floats (IEEE doubles, the same operations numpy would do).
 
 Components, in vector order (``n`` = ticks seen so far; a k-window statistic uses the last
 ``min(k, n)`` ticks, so nothing is zero-padded):
@@ -31,12 +40,14 @@ Components, in vector order (``n`` = ticks seen so far; a k-window statistic use
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-WINDOW = 200
+WINDOW = 200  # probabilities and event times kept per market (sma200, tick_rate)
+VOL_WINDOW = 10  # volumes kept per market (vol_sma10)
 COMPONENTS: tuple[str, ...] = (
     "sma10", "sma20", "sma50", "sma200", "ema12", "ema26", "rsi14", "macd", "macd_signal",
     "bb_upper", "bb_lower", "atr14", "vol_sma10", "obv", "vwap",
@@ -48,18 +59,20 @@ INDEX = {name: i for i, name in enumerate(COMPONENTS)}
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
-_STATE_VERSION = 1
-_HEAD = struct.Struct("<BQH6d")  # version, n, window length, 6 scalars
+_STATE_VERSION = 2
+_HEAD = struct.Struct("<BQHB6d")  # version, n, window length, volume window length, scalars
 _DAY_MS = 86_400_000
-
-
-def _ema_alpha(k: int) -> float:
-    return 2.0 / (k + 1)
+_CHUNK = 4096  # ticks gathered at once (bounds the (ticks x WINDOW) temporaries)
+_A12, _A26, _A9 = 2.0 / 13, 2.0 / 27, 2.0 / 10
 
 
 @dataclass
 class RollingState:
-    """Per-market rolling state: all later vectors depend on nothing else."""
+    """Per-market rolling state: all later vectors depend on nothing else.
+
+    ``ts``/``prob`` hold the last ``min(n, WINDOW)`` ticks and ``vol`` the last
+    ``min(n, VOL_WINDOW)`` volumes, oldest first.
+    """
 
     ts: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     prob: F64 = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
@@ -79,8 +92,8 @@ class RollingState:
     def to_bytes(self) -> bytes:
         """Versioned, exact (bit-identical floats) serialisation."""
         head = _HEAD.pack(
-            _STATE_VERSION, self.n, len(self.ts), self.ema12, self.ema26, self.macd_signal,
-            self.obv, self.vwap_num, self.vwap_den,
+            _STATE_VERSION, self.n, len(self.ts), len(self.vol), self.ema12, self.ema26,
+            self.macd_signal, self.obv, self.vwap_num, self.vwap_den,
         )
         return b"".join((
             head, self.ts.astype("<i8").tobytes(), self.prob.astype("<f8").tobytes(),
@@ -88,55 +101,18 @@ class RollingState:
         ))
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> RollingState:
+    def from_bytes(cls, data: bytes | memoryview) -> RollingState:
         if len(data) < _HEAD.size or data[0] != _STATE_VERSION:
-            raise ValueError(f"unknown rolling state format (first byte {data[:1]!r})")
-        _version, n, m, e12, e26, sig, obv, num, den = _HEAD.unpack_from(data)
-        if len(data) != _HEAD.size + 24 * m:
-            want = _HEAD.size + 24 * m
+            raise ValueError(f"unknown rolling state format (first byte {bytes(data[:1])!r})")
+        _version, n, m, mv, e12, e26, sig, obv, num, den = _HEAD.unpack_from(data)
+        want = _HEAD.size + 16 * m + 8 * mv
+        if len(data) != want:
             raise ValueError(f"rolling state of {len(data)} bytes, expected {want}")
         pos = _HEAD.size
         ts = np.frombuffer(data, "<i8", m, pos).astype(np.int64)
         prob = np.frombuffer(data, "<f8", m, pos + 8 * m).astype(np.float64)
-        vol = np.frombuffer(data, "<f8", m, pos + 16 * m).astype(np.float64)
+        vol = np.frombuffer(data, "<f8", mv, pos + 16 * m).astype(np.float64)
         return cls(ts, prob, vol, e12, e26, sig, obv, num, den, n)
-
-
-def _windows(x: F64, k: int, pad: float = 0.0) -> F64:
-    """Row j: the k values ending at x[j], front-padded with ``pad`` where fewer exist.
-
-    Each statistic is then a reduction over exactly the same k numbers in the same order
-    whatever way the ticks were split into calls, so results are bit-identical.
-    """
-    padded = np.concatenate((np.full(k - 1, pad), x))
-    # the view sliding_window_view makes, built directly: it checks its arguments at a
-    # cost (~40 us) that dominated updates of one or two ticks
-    step = padded.strides[0]
-    view: F64 = np.ndarray((len(x), k), padded.dtype, padded, strides=(step, step))
-    view.flags.writeable = False
-    return view
-
-
-def _counts(length: int, start: int, k: int) -> F64:
-    # positions in the combined array stand for ticks seen: a truncated state holds WINDOW
-    # (>= k) ticks, so min(k, position + 1) equals min(k, n)
-    return np.minimum(np.arange(start + 1, length + 1), k).astype(np.float64)
-
-
-def _window_mean(x: F64, start: int, k: int) -> F64:
-    """Mean of the last min(k, available) values ending at each position >= start."""
-    sums: F64 = _windows(x, k)[start:].sum(axis=1)
-    return sums / _counts(len(x), start, k)
-
-
-def _ema_series(x: F64, prev: float, k: int, seeded: bool) -> F64:
-    a = _ema_alpha(k)
-    out = np.empty_like(x)
-    e = prev
-    for i, v in enumerate(x.tolist()):
-        e = v if (i == 0 and not seeded) else e + a * (v - e)
-        out[i] = e
-    return out
 
 
 def update(state: RollingState, ts: I64, prob: F64, vol: F64) -> tuple[RollingState, F64]:
@@ -144,75 +120,159 @@ def update(state: RollingState, ts: I64, prob: F64, vol: F64) -> tuple[RollingSt
 
     ``raw[i]`` is the alpha vector right after tick ``i``. The input state is not changed.
     """
-    m = len(ts)
-    old = len(state.ts)
-    all_ts = np.concatenate((state.ts, ts.astype(np.int64)))
-    all_p = np.concatenate((state.prob, prob.astype(np.float64)))
-    all_v = np.concatenate((state.vol, vol.astype(np.float64)))
-    n_at = state.n + np.arange(1, m + 1)  # ticks ever seen, after each new tick
-    raw = np.empty((m, DIM), dtype=np.float64)
-
-    for k, name in ((10, "sma10"), (20, "sma20"), (50, "sma50"), (200, "sma200")):
-        raw[:, INDEX[name]] = _window_mean(all_p, old, k)
-
-    seeded = state.n > 0
-    ema12 = _ema_series(prob, state.ema12, 12, seeded)
-    ema26 = _ema_series(prob, state.ema26, 26, seeded)
-    macd = ema12 - ema26
-    signal = _ema_series(macd, state.macd_signal, 9, seeded)
-    raw[:, INDEX["ema12"]], raw[:, INDEX["ema26"]] = ema12, ema26
-    raw[:, INDEX["macd"]], raw[:, INDEX["macd_signal"]] = macd, signal
-
-    # changes: diff[j] is the change into tick j+1 of the combined window
-    diff = np.diff(all_p)
-    gains, losses = np.maximum(diff, 0.0), np.maximum(-diff, 0.0)
-    g = _change_sums(gains, old, 14)
-    loss = _change_sums(losses, old, 14)
-    total = g + loss
-    raw[:, INDEX["rsi14"]] = np.divide(g, total, out=np.full(m, 0.5), where=total > 0)
-    count = np.minimum(n_at - 1, 14)
-    atr = _change_sums(np.abs(diff), old, 14)
-    raw[:, INDEX["atr14"]] = np.divide(atr, count, out=np.zeros(m), where=count > 0)
-
-    sma20 = raw[:, INDEX["sma20"]]
-    win = _windows(all_p, 20)[old:]
-    real = np.arange(20) >= 20 - _counts(len(all_p), old, 20)[:, None]  # not padding
-    dev = np.where(real, win - sma20[:, None], 0.0)
-    std = np.sqrt((dev * dev).sum(axis=1) / _counts(len(all_p), old, 20))
-    raw[:, INDEX["bb_upper"]], raw[:, INDEX["bb_lower"]] = sma20 + 2 * std, sma20 - 2 * std
-    raw[:, INDEX["vol_sma10"]] = _window_mean(all_v, old, 10)
-
-    step = np.sign(diff[old - 1:]) * all_v[old:] if old else np.concatenate(
-        ([0.0], np.sign(diff) * all_v[1:]))
-    # running sums continue from the state value, one addition per tick, as a tick-at-a-
-    # time run would: cumsum is sequential, so any split gives bit-identical values
-    obv = np.cumsum(np.concatenate(([state.obv], step)))[1:]
-    num = np.cumsum(np.concatenate(([state.vwap_num], prob * vol)))[1:]
-    den = np.cumsum(np.concatenate(([state.vwap_den], vol)))[1:]
-    raw[:, INDEX["obv"]] = obv
-    raw[:, INDEX["vwap"]] = np.divide(num, den, out=prob.astype(np.float64).copy(), where=den > 0)
-
-    raw[:, INDEX["hour_of_day"]:INDEX["seconds_of_day"] + 1] = _time_features(ts)
-    p = np.clip(prob, 1e-6, 1 - 1e-6)
-    raw[:, INDEX["log_odds"]] = np.log(p / (1 - p))
-    raw[:, INDEX["tick_rate"]] = _tick_rate(all_ts, old)
-
-    keep = slice(max(len(all_ts) - WINDOW, 0), None)
-    new = RollingState(
-        all_ts[keep].copy(), all_p[keep].copy(), all_v[keep].copy(),
-        float(ema12[-1]), float(ema26[-1]), float(signal[-1]),
-        float(obv[-1]), float(num[-1]), float(den[-1]), state.n + m,
-    ) if m else state
-    return new, raw
+    states, raw = update_many([state], np.array([len(ts)]), ts, prob, vol)
+    return states[0], raw
 
 
-def _change_sums(changes: F64, start: int, k: int) -> F64:
-    """For each tick at position >= start: the sum of the last min(k, position) changes.
+def update_many(
+    states: Sequence[RollingState], counts: I64, ts: I64, prob: F64, vol: F64,
+) -> tuple[list[RollingState], F64]:
+    """Apply the new ticks of many markets at once.
 
-    ``changes[j]`` is the change into position j+1; position 0 has none and sums to 0.
+    ``counts[m]`` ticks belong to market ``m`` (state ``states[m]``); ``ts``, ``prob`` and
+    ``vol`` hold them market after market, each market's in arrival order. Returns the new
+    states (a market with no new ticks keeps its state) and ``raw``: one row per tick, in
+    the input order, the vector right after that tick.
     """
-    sums = _windows(changes, k).sum(axis=1) if len(changes) else np.zeros(0)
-    return np.concatenate(([0.0], sums))[start:]
+    counts = np.asarray(counts, dtype=np.int64)
+    ts = np.asarray(ts, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    vol = np.asarray(vol, dtype=np.float64)
+    total = int(counts.sum())
+    raw = np.empty((total, DIM), dtype=np.float64)
+    if total == 0:
+        return list(states), raw
+
+    # every market's history followed by its new ticks, market after market
+    new_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    p_parts: list[F64] = []
+    t_parts: list[I64] = []
+    v_parts: list[F64] = []
+    for m, state in enumerate(states):
+        a, b = int(new_start[m]), int(new_start[m] + counts[m])
+        p_parts += (state.prob, prob[a:b])
+        t_parts += (state.ts, ts[a:b])
+        v_parts += (state.vol, vol[a:b])
+    all_p, all_t, all_v = np.concatenate(p_parts), np.concatenate(t_parts), np.concatenate(
+        v_parts)
+    hist = np.fromiter((len(s.prob) for s in states), np.int64, len(states))
+    vhist = np.fromiter((len(s.vol) for s in states), np.int64, len(states))
+    seen = np.fromiter((s.n for s in states), np.int64, len(states))
+    p_start = np.concatenate(([0], np.cumsum(hist + counts)[:-1]))
+    v_start = np.concatenate(([0], np.cumsum(vhist + counts)[:-1]))
+
+    # per tick: its position in the histories, and ticks seen once it is applied
+    j = np.arange(total) - np.repeat(new_start, counts)
+    at_p = np.repeat(p_start + hist, counts) + j
+    at_v = np.repeat(v_start + vhist, counts) + j
+    n_at = np.repeat(seen, counts) + j + 1
+
+    for lo in range(0, total, _CHUNK):
+        hi = min(lo + _CHUNK, total)
+        raw[lo:hi] = _windowed(all_p, all_t, all_v, at_p[lo:hi], at_v[lo:hi], n_at[lo:hi],
+                               ts[lo:hi], prob[lo:hi], raw[lo:hi])
+    carried = _recurrences(states, counts, prob, vol, raw)
+
+    out = list(states)
+    for m, state in enumerate(states):
+        c = int(counts[m])
+        if not c:
+            continue
+        end_p, end_v = int(p_start[m] + hist[m]) + c, int(v_start[m] + vhist[m]) + c
+        keep_p = min(state.n + c, WINDOW)
+        keep_v = min(state.n + c, VOL_WINDOW)
+        e12, e26, sig, obv, num, den = carried[m]
+        out[m] = RollingState(
+            all_t[end_p - keep_p:end_p].copy(), all_p[end_p - keep_p:end_p].copy(),
+            all_v[end_v - keep_v:end_v].copy(), e12, e26, sig, obv, num, den, state.n + c,
+        )
+    return out, raw
+
+
+def _windowed(
+    all_p: F64, all_t: I64, all_v: F64, at_p: I64, at_v: I64, n_at: I64, ts: I64, prob: F64,
+    out: F64,
+) -> F64:
+    """Every window statistic of a chunk of ticks: one gather and one reduction each.
+
+    Row r of a gathered window is the value r ticks before the tick (newest first); rows
+    past the ticks seen are masked to 0 (sums) or to the tick's own value (max/min), so
+    each statistic reduces the same numbers in the same order however ticks were split.
+    """
+    back = np.arange(WINDOW)
+    have = np.minimum(n_at, WINDOW)
+    valid = back[None, :] < have[:, None]
+    idx = np.maximum(at_p[:, None] - back[None, :], 0)
+    win = np.where(valid, all_p[idx], 0.0)
+    for k, name in ((10, "sma10"), (20, "sma20"), (50, "sma50"), (200, "sma200")):
+        out[:, INDEX[name]] = win[:, :k].sum(axis=1) / np.minimum(n_at, k)
+
+    sma20 = out[:, INDEX["sma20"]]
+    dev = np.where(valid[:, :20], win[:, :20] - sma20[:, None], 0.0)
+    std = np.sqrt((dev * dev).sum(axis=1) / np.minimum(n_at, 20))
+    out[:, INDEX["bb_upper"]], out[:, INDEX["bb_lower"]] = sma20 + 2 * std, sma20 - 2 * std
+
+    # change r: into the tick r back from this one, from the one before it
+    changes = np.where(valid[:, 1:15], win[:, :14] - win[:, 1:15], 0.0)
+    gains = np.maximum(changes, 0.0).sum(axis=1)
+    losses = np.maximum(-changes, 0.0).sum(axis=1)
+    total = gains + losses
+    m = len(n_at)
+    out[:, INDEX["rsi14"]] = np.divide(gains, total, out=np.full(m, 0.5), where=total > 0)
+    count = np.minimum(n_at - 1, 14)
+    out[:, INDEX["atr14"]] = np.divide(np.abs(changes).sum(axis=1), count, out=np.zeros(m),
+                                       where=count > 0)
+
+    vback = back[:VOL_WINDOW]
+    vidx = np.maximum(at_v[:, None] - vback[None, :], 0)
+    vwin = np.where(vback[None, :] < np.minimum(n_at, VOL_WINDOW)[:, None], all_v[vidx], 0.0)
+    out[:, INDEX["vol_sma10"]] = vwin.sum(axis=1) / np.minimum(n_at, VOL_WINDOW)
+
+    twin = np.where(valid, all_t[idx], ts[:, None])
+    span = (twin.max(axis=1) - twin.min(axis=1)) / 1000.0
+    out[:, INDEX["tick_rate"]] = np.divide(have - 1, span, out=np.zeros(m), where=span > 0)
+
+    out[:, INDEX["hour_of_day"]:INDEX["seconds_of_day"] + 1] = _time_features(ts)
+    p = np.clip(prob, 1e-6, 1 - 1e-6)
+    out[:, INDEX["log_odds"]] = np.log(p / (1 - p))
+    return out
+
+
+def _recurrences(
+    states: Sequence[RollingState], counts: I64, prob: F64, vol: F64, raw: F64,
+) -> list[tuple[float, float, float, float, float, float]]:
+    """EMAs, MACD signal, OBV and VWAP, tick by tick; returns each market's end values."""
+    ps, vs = prob.tolist(), vol.tolist()
+    rows: list[list[float]] = []
+    carried = []
+    i = 0
+    for state, c in zip(states, counts.tolist(), strict=True):
+        e12, e26, sig = state.ema12, state.ema26, state.macd_signal
+        obv, num, den = state.obv, state.vwap_num, state.vwap_den
+        prev = float(state.prob[-1]) if state.n else 0.0
+        seeded = state.n > 0
+        for _ in range(c):
+            p, v = ps[i], vs[i]
+            if seeded:
+                e12 = e12 + _A12 * (p - e12)
+                e26 = e26 + _A26 * (p - e26)
+                macd = e12 - e26
+                sig = sig + _A9 * (macd - sig)
+                obv = obv + (1.0 if p > prev else -1.0 if p < prev else 0.0) * v
+            else:
+                e12 = e26 = p
+                macd = sig = e12 - e26
+                seeded = True
+            num = num + p * v
+            den = den + v
+            rows.append([e12, e26, macd, sig, obv, num / den if den > 0 else p])
+            prev = p
+            i += 1
+        carried.append((e12, e26, sig, obv, num, den))
+    cols = np.array(rows, dtype=np.float64)
+    for col, name in enumerate(("ema12", "ema26", "macd", "macd_signal", "obv", "vwap")):
+        raw[:, INDEX[name]] = cols[:, col]
+    return carried
 
 
 def _time_features(ts: I64) -> F64:
@@ -222,16 +282,6 @@ def _time_features(ts: I64) -> F64:
     hour = seconds // 3600
     weekday = np.mod(days + 3, 7)  # 1970-01-01 was a Thursday (Monday = 0)
     return np.stack((hour / 23.0, weekday / 6.0, seconds / 86399.0), axis=1)
-
-
-def _tick_rate(all_ts: I64, start: int) -> F64:
-    if not len(all_ts):
-        return np.zeros(0)
-    w = _windows(all_ts.astype(np.float64), WINDOW, pad=float(all_ts[0]))[start:]
-    span = (w.max(axis=1) - w.min(axis=1)) / 1000.0
-    count = _counts(len(all_ts), start, WINDOW) - 1
-    rate: F64 = np.divide(count, span, out=np.zeros_like(span), where=span > 0)
-    return rate
 
 
 #: Components without a natural bound (mana volumes, counts per second): compressed with

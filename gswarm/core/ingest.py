@@ -1,14 +1,19 @@
-"""One market's share of a batch: new ticks + previous record -> new record + segment.
+"""The markets of a batch: new ticks + previous records -> new records + segments.
 
 Pure Python and numpy. The stream agent groups a batch by market and calls
-:func:`apply_ticks` once per market; the result is one changelog message per market per
-batch (the segment, which carries the new market record).
+:func:`apply_batch` once for all of them: duplicate filtering per market, then one
+columnar alpha pass over every market's new ticks (:func:`gswarm.core.alpha.update_many`);
+the result is one segment (one changelog message) per market per batch, carrying the new
+market record.
 
 Exactly-once effect on at-least-once delivery: the record keeps the highest source offset
 it applied (a market lives on one partition, so its offsets only grow) and the bet ids of
-its last ``alpha.WINDOW`` ticks. A redelivered message (offset already applied) and a
-duplicate bet (an id seen recently, e.g. from a restarted feed) change nothing, so alpha
-vectors after a crash equal those of a run without one.
+its last ``alpha.WINDOW`` ticks (as 64-bit hashes). A redelivered message (offset already
+applied) and a duplicate bet (an id seen recently, e.g. from a restarted feed) change
+nothing, so alpha vectors after a crash equal those of a run without one.
+
+The market record is a fixed binary layout (no JSON): it is decoded and encoded for every
+market of every batch.
 """
 
 from __future__ import annotations
@@ -19,46 +24,94 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
+from numpy.typing import NDArray
 
 from gswarm.core import alpha
 from gswarm.core.facts import Segment, seq_for
+from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.ticks import Tick
 
-_U32 = struct.Struct("<I")
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+_HEAD = struct.Struct("<BqqHB")  # version, last offset, n, recent ids, has latest
+_LATEST = struct.Struct("<dqQd")  # prob, ts, seq, volume
+_ALPHA = struct.Struct(f"<{alpha.DIM}d")
+_LEN = struct.Struct("<I")
+_NONE = 0xFFFFFFFF
+U64 = NDArray[np.uint64]
+
+
+def _put_str(out: list[bytes], text: str | None) -> None:
+    if text is None:
+        out.append(_LEN.pack(_NONE))
+    else:
+        raw = text.encode()
+        out += (_LEN.pack(len(raw)), raw)
+
+
+def _get_str(data: bytes, pos: int) -> tuple[str | None, int]:
+    (n,) = _LEN.unpack_from(data, pos)
+    pos += 4
+    if n == _NONE:
+        return None, pos
+    return data[pos:pos + n].decode(), pos + n
 
 
 @dataclass
 class MarketRecord:
-    """Everything Gswarm keeps about a market besides its datoms."""
+    """Everything Gswarm keeps about a market besides its datoms.
+
+    ``recent`` holds the 64-bit hashes (:func:`~gswarm.core.sketches.hashing.hash_ids`)
+    of the bet ids of the market's last ticks, 0 for a tick without an id.
+    """
 
     market: str
     latest: dict[str, Any] = field(default_factory=dict)
     last_offset: int = -1
-    recent: list[str | None] = field(default_factory=list)  # bet ids of the last ticks
+    recent: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     n: int = 0
     rolling: alpha.RollingState = field(default_factory=alpha.RollingState.empty)
 
     def encode(self) -> bytes:
-        doc = orjson.dumps({
-            "market": self.market, "latest": self.latest, "last_offset": self.last_offset,
-            "recent": self.recent, "n": self.n,
-        })
-        rolling: bytes = self.rolling.to_bytes()
-        return bytes((RECORD_VERSION,)) + _U32.pack(len(doc)) + doc + rolling
+        out = [_HEAD.pack(RECORD_VERSION, self.last_offset, self.n, len(self.recent),
+                          bool(self.latest))]
+        _put_str(out, self.market)
+        out.append(self.recent.astype("<u8").tobytes())
+        latest = self.latest
+        if latest:
+            out.append(_LATEST.pack(latest["prob"], latest["ts"], latest["seq"],
+                                    latest["volume"]))
+            for name in ("trader", "outcome", "source", "id"):
+                _put_str(out, latest[name])
+            out.append(_ALPHA.pack(*latest["alpha"].values()))
+        out.append(self.rolling.to_bytes())
+        return b"".join(out)
 
     @classmethod
     def decode(cls, data: bytes) -> MarketRecord:
         if not data or data[0] != RECORD_VERSION:
             raise ValueError(f"unknown market record format {data[:1]!r}")
-        (n,) = _U32.unpack_from(data, 1)
-        doc = orjson.loads(data[5: 5 + n])
-        return cls(
-            market=doc["market"], latest=doc["latest"], last_offset=doc["last_offset"],
-            recent=doc["recent"], n=doc["n"],
-            rolling=alpha.RollingState.from_bytes(data[5 + n:]),
-        )
+        _, last_offset, n, count, has_latest = _HEAD.unpack_from(data)
+        market, pos = _get_str(data, _HEAD.size)
+        assert market is not None
+        recent = np.frombuffer(data, "<u8", count, pos).astype(np.uint64)
+        pos += 8 * count
+        latest: dict[str, Any] = {}
+        if has_latest:
+            prob, ts, seq, volume = _LATEST.unpack_from(data, pos)
+            pos += _LATEST.size
+            strings = []
+            for _ in range(4):
+                text, pos = _get_str(data, pos)
+                strings.append(text)
+            values = _ALPHA.unpack_from(data, pos)
+            pos += _ALPHA.size
+            latest = {
+                "market": market, "prob": prob, "ts": ts, "seq": seq, "volume": volume,
+                "trader": strings[0], "outcome": strings[1], "source": strings[2],
+                "id": strings[3], "alpha": dict(zip(alpha.COMPONENTS, values, strict=True)),
+            }
+        rolling = alpha.RollingState.from_bytes(memoryview(data)[pos:])
+        return cls(market, latest, last_offset, recent, n, rolling)
 
 
 @dataclass(frozen=True)
@@ -83,67 +136,106 @@ class Applied:
 def apply_ticks(
     record: MarketRecord | None, market: str, arrivals: Sequence[Arrival]
 ) -> Applied:
-    """Apply a market's arrivals (in partition order) to its record.
+    """Apply one market's arrivals (in partition order) to its record."""
+    return apply_batch([(market, record, arrivals)])[0]
+
+
+def apply_batch(
+    work: Sequence[tuple[str, MarketRecord | None, Sequence[Arrival]]],
+) -> list[Applied]:
+    """Apply each market's arrivals (in partition order) to its record, all at once.
 
     ``counted`` lists the arrivals other stateful consumers (the sketches, which keep their
     own last offset) must see: redelivered ticks are in it, duplicate bets are not.
     """
-    rec = record if record is not None else MarketRecord(market)
-    seen = {i for i in rec.recent if i is not None}
-    fresh: list[tuple[int, Arrival]] = []
-    counted: list[Arrival] = []
-    for a in arrivals:
-        bet = a.tick.id
-        if a.offset <= rec.last_offset:
-            counted.append(a)
-            continue
-        if bet is not None and bet in seen:
-            continue
-        counted.append(a)
-        if bet is not None:
-            seen.add(bet)
-        fresh.append((seq_for(a.offset, a.index), a))
-    skipped = len(arrivals) - len(fresh)
-    if not fresh:
-        return Applied(rec, None, skipped, counted)
+    ids = [a.tick.id for _, _, arrivals in work for a in arrivals]
+    known = [i for i in ids if i is not None]
+    hashes = iter(hash_ids(known).tolist()) if known else iter(())
+    bet_hash = [0 if i is None else next(hashes) for i in ids]
 
-    ticks = [a.tick for _, a in fresh]
-    ts = np.fromiter((t.ts for t in ticks), dtype=np.int64, count=len(ticks))
-    seqs = np.fromiter((s for s, _ in fresh), dtype=np.uint64, count=len(ticks))
-    prob = np.fromiter((t.prob for t in ticks), dtype=np.float64, count=len(ticks))
-    vol = np.fromiter((t.volume for t in ticks), dtype=np.float64, count=len(ticks))
-    rolling, raw = alpha.update(rec.rolling, ts, prob, vol)
+    records: list[MarketRecord] = []
+    fresh_all: list[list[tuple[int, Arrival, int]]] = []
+    counted_all: list[list[Arrival]] = []
+    pos = 0
+    for market, record, arrivals in work:
+        rec = record if record is not None else MarketRecord(market)
+        seen = set(rec.recent.tolist())
+        seen.discard(0)
+        fresh: list[tuple[int, Arrival, int]] = []  # (seq, arrival, bet hash)
+        counted: list[Arrival] = []
+        for a in arrivals:
+            bet = bet_hash[pos]
+            pos += 1
+            if a.offset <= rec.last_offset:
+                counted.append(a)
+                continue
+            if bet and bet in seen:
+                continue
+            counted.append(a)
+            if bet:
+                seen.add(bet)
+            fresh.append((seq_for(a.offset, a.index), a, bet))
+        records.append(rec)
+        fresh_all.append(fresh)
+        counted_all.append(counted)
+
+    ticks = [a.tick for fresh in fresh_all for _, a, _ in fresh]
+    total = len(ticks)
+    counts = np.fromiter(map(len, fresh_all), dtype=np.int64, count=len(work))
+    ts = np.fromiter((t.ts for t in ticks), dtype=np.int64, count=total)
+    prob = np.fromiter((t.prob for t in ticks), dtype=np.float64, count=total)
+    vol = np.fromiter((t.volume for t in ticks), dtype=np.float64, count=total)
+    busy = np.flatnonzero(counts)
+    rolled, raw = alpha.update_many([records[i].rolling for i in busy.tolist()],
+                                    counts[busy], ts, prob, vol)
     unit = alpha.embed(raw)
 
-    new = MarketRecord(
-        market=market,
-        latest=_latest(rec.latest, fresh, raw),
-        last_offset=max(rec.last_offset, max(a.offset for _, a in fresh)),
-        recent=(rec.recent + [t.id for t in ticks])[-alpha.WINDOW:],
-        n=rec.n + len(fresh),
-        rolling=rolling,
-    )
-    segment = Segment(
-        market=market, ts=ts, seq=seqs, prob=prob, volume=vol,
-        trader=[t.trader for t in ticks], outcome=[t.outcome for t in ticks],
-        alpha=unit, record=new.encode(),
-    )
-    return Applied(new, segment, skipped, counted)
+    out: list[Applied] = []
+    start = 0
+    states = iter(rolled)
+    for rec, fresh, counted, (market, _, arrivals) in zip(
+            records, fresh_all, counted_all, work, strict=True):
+        skipped = len(arrivals) - len(fresh)
+        if not fresh:
+            out.append(Applied(rec, None, skipped, counted))
+            continue
+        end = start + len(fresh)
+        mine = ticks[start:end]
+        new = MarketRecord(
+            market=market,
+            latest=_latest(rec.latest, fresh, raw[end - 1]),
+            last_offset=max(rec.last_offset, max(a.offset for _, a, _ in fresh)),
+            recent=np.concatenate((rec.recent, np.fromiter(
+                (bet for _, _, bet in fresh), dtype=np.uint64, count=len(fresh))))[
+                -alpha.WINDOW:],
+            n=rec.n + len(fresh),
+            rolling=next(states),
+        )
+        segment = Segment(
+            market=market, ts=ts[start:end], seq=np.fromiter(
+                (seq for seq, _, _ in fresh), dtype=np.uint64, count=len(fresh)),
+            prob=prob[start:end], volume=vol[start:end],
+            trader=[t.trader for t in mine], outcome=[t.outcome for t in mine],
+            alpha=unit[start:end], record=new.encode(),
+        )
+        out.append(Applied(new, segment, skipped, counted))
+        start = end
+    return out
 
 
 def _latest(
-    previous: dict[str, Any], fresh: list[tuple[int, Arrival]], raw: np.ndarray[Any, Any]
+    previous: dict[str, Any], fresh: list[tuple[int, Arrival, int]], current: Any,
 ) -> dict[str, Any]:
     """The latest tick by event time, then arrival: a late tick never replaces a newer one."""
     # alpha is the market's current vector: the one after the last tick applied.
-    current = dict(zip(alpha.COMPONENTS, raw[-1].tolist(), strict=True))
+    vector = dict(zip(alpha.COMPONENTS, current.tolist(), strict=True))
     best = max(range(len(fresh)), key=lambda i: (fresh[i][1].tick.ts, fresh[i][0]))
-    seq, arrival = fresh[best]
+    seq, arrival, _ = fresh[best]
     t = arrival.tick
     if previous and (previous["ts"], previous["seq"]) >= (t.ts, seq):
-        return {**previous, "alpha": current}
+        return {**previous, "alpha": vector}
     return {
         "market": t.market, "prob": t.prob, "ts": t.ts, "seq": seq, "volume": t.volume,
         "trader": t.trader, "outcome": t.outcome, "source": t.source, "id": t.id,
-        "alpha": current,
+        "alpha": vector,
     }

@@ -25,6 +25,15 @@ from gswarm.core.facts import SEGMENT, Segment, market_key
 class FactStore(RocksDBStore):
     """Faust's RocksDB store (rocksdict) with segment expansion."""
 
+    _known: tuple[bytes, Segment] | None = None
+
+    def expect(self, value: bytes, segment: Segment) -> None:
+        """The next write of ``value`` (this very bytes object) holds ``segment``.
+
+        The agent just encoded it; the write then expands it without decoding it again.
+        """
+        self._known = (value, segment)
+
     def db(self, partition: int) -> Any:
         """The rocksdict database of one partition (opened on first use)."""
         return self._db_for_partition(partition)
@@ -46,8 +55,10 @@ class FactStore(RocksDBStore):
         event = current_event()
         assert event is not None, "facts are written while processing an event"
         db = self._db_for_partition(event.message.partition)
+        known, self._known = self._known, None
         batch = rocksdict.WriteBatch(raw_mode=True)
-        _expand(batch, key, value, db.get)
+        _expand(batch, key, value, db.get,
+                known[1] if known is not None and known[0] is value else None)
         db.write(batch)
 
     def _del(self, key: bytes) -> None:
@@ -87,7 +98,7 @@ class FactStore(RocksDBStore):
 
 def _expand(
     batch: rocksdict.WriteBatch, key: bytes, value: bytes | None,
-    get: Callable[[bytes], bytes | None],
+    get: Callable[[bytes], bytes | None], segment: Segment | None = None,
 ) -> None:
     if value is None:
         # A tombstone (the pruner): the segment goes, and with it its datoms.
@@ -100,7 +111,8 @@ def _expand(
     batch.put(key, value)
     if not key.startswith(SEGMENT):
         return
-    segment = Segment.decode(value)
+    if segment is None:
+        segment = Segment.decode(value)
     for k, v in segment.datoms():
         batch.put(k, v)
     batch.put(market_key(segment.market), segment.record)

@@ -147,3 +147,53 @@ def test_embed_keeps_unbounded_components_from_drowning_the_rest() -> None:
     assert abs(plain[-1, INDEX["obv"]]) > 0.99  # OBV alone would be the whole vector
     assert abs(emb[-1, INDEX["obv"]]) < 0.9
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+
+
+def test_long_series_matches_a_from_scratch_computation() -> None:
+    """No running window sums: tick 5,000's vector is as exact as tick 10's."""
+    ts, p, v = walk(5000, seed=21)
+    state, parts = RollingState.empty(), []
+    for i in range(0, 5000, 37):  # in uneven pieces, as batches cut a stream
+        state, raw = update(state, ts[i:i + 37], p[i:i + 37], v[i:i + 37])
+        parts.append(raw)
+    raw = np.vstack(parts)
+    ref = reference(ts.tolist(), p.tolist(), v.tolist())
+    for name in COMPONENTS:
+        expected = np.array([r[name] for r in ref])
+        assert np.allclose(raw[:, INDEX[name]], expected, rtol=1e-9, atol=1e-12), name
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_many_markets_at_once_equal_each_market_alone(seed: int) -> None:
+    """update_many over random batches of interleaved markets == one market at a time,
+    bit for bit, however the stream is cut."""
+    rng = np.random.default_rng(seed)
+    markets = 23
+    series = {m: walk(int(rng.integers(1, 400)), seed=100 * seed + m) for m in range(markets)}
+    alone = {m: update(RollingState.empty(), *series[m])[1] for m in range(markets)}
+    order = np.concatenate([np.full(len(series[m][0]), m) for m in range(markets)])
+    rng.shuffle(order)  # arrival order across markets; each market's ticks stay in order
+    states = {m: RollingState.empty() for m in range(markets)}
+    done = dict.fromkeys(range(markets), 0)
+    got: dict[int, list[np.ndarray]] = {m: [] for m in range(markets)}
+    i = 0
+    while i < len(order):
+        cut = order[i:i + int(rng.integers(1, 300))]
+        i += len(cut)
+        batch = sorted(set(cut.tolist()))
+        counts = np.array([int((cut == m).sum()) for m in batch])
+        cols: list[list[np.ndarray]] = [[], [], []]
+        for m, c in zip(batch, counts.tolist(), strict=True):
+            for col, arr in zip(cols, series[m], strict=True):
+                col.append(arr[done[m]:done[m] + c])
+            done[m] += c
+        new, raw = alpha.update_many([states[m] for m in batch], counts,
+                                     *(np.concatenate(col) for col in cols))
+        start = 0
+        for m, c, state in zip(batch, counts.tolist(), new, strict=True):
+            got[m].append(raw[start:start + c])
+            start += c
+            states[m] = RollingState.from_bytes(state.to_bytes())
+    for m in range(markets):
+        assert np.array_equal(np.vstack(got[m]), alone[m]), m
+        assert states[m].n == len(series[m][0])
