@@ -25,7 +25,7 @@ from faust.types import EventT
 
 from gswarm.core import alpha
 from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
-from gswarm.core.ingest import Arrival, MarketRecord, apply_ticks
+from gswarm.core.ingest import Applied, Arrival, MarketRecord, apply_batch
 from gswarm.core.lag import LagRing
 from gswarm.core.meta import CONTROL_OP as META_OP
 from gswarm.core.meta import MarketMeta, meta_datoms, parse_meta
@@ -68,7 +68,9 @@ class Counters:
     last_fact_time: float | None = None  # ... and of the last, once written (queryable)
     first_fact_cpu: float | None = None  # process CPU seconds at those moments
     last_fact_cpu: float | None = None
-    lag: LagRing = field(default_factory=LagRing)
+    lag: LagRing = field(default_factory=LagRing)  # now - tick event time, when queryable
+    arrival_lag: LagRing = field(default_factory=LagRing)  # now - Kafka record time, same
+    behind: dict[int, int] = field(default_factory=dict)  # per partition (agents.measure_lag)
     started: float = field(default_factory=time.time)
 
     def snapshot(self) -> dict[str, Any]:
@@ -91,6 +93,9 @@ class Counters:
             "first_fact_time": self.first_fact_time, "last_fact_time": self.last_fact_time,
             "first_fact_cpu": self.first_fact_cpu, "last_fact_cpu": self.last_fact_cpu,
             "event_lag_ms": self.lag.summary(),
+            "arrival_lag_ms": self.arrival_lag.summary(),
+            "behind": {str(p): n for p, n in sorted(self.behind.items())},
+            "behind_total": sum(self.behind.values()),
             "uptime_s": time.time() - self.started,
         }
 
@@ -197,6 +202,7 @@ class Ingest:
         self.max_bytes = max_message_bytes
         self.partitioning = Partitioning()
         self.fresh_ts: list[np.ndarray[Any, Any]] = []  # event times of this batch's new facts
+        self.stamps: list[int] = []  # Kafka record times (ms) of this batch's messages
         self.offsets = OffsetWatch()
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
@@ -207,8 +213,11 @@ class Ingest:
         owner: dict[str, EventT[Any]] = {}
         partition_event: dict[int, EventT[Any]] = {}
         messages = 0
+        stamps = self.stamps
         for event, msg in ((e, m) for e in events for m in run_records(e)):
             messages += 1
+            if msg.timestamp is not None:
+                stamps.append(msg.timestamp)
             skip = self.offsets.see(msg.partition, msg.offset)
             if skip is not None:
                 counters.offsets_skipped += skip.count
@@ -234,11 +243,10 @@ class Ingest:
                 owner[tick.market] = event
                 partition_event[msg.partition] = event
         counted: dict[int, list[CountedTick]] = defaultdict(list)
-        for market, arrivals in groups.items():
-            event = owner[market]
+        for market, event, arrivals in self.write_markets(groups, owner):
             counted[event.message.partition] += [
                 CountedTick(a.offset, a.index, market, a.tick.trader, a.tick.ts)
-                for a in self.write_market(event, market, arrivals)
+                for a in arrivals
             ]
         for partition, ticks in counted.items():
             self.sketches.apply(partition_event[partition], ticks)
@@ -259,39 +267,54 @@ class Ingest:
             return None
         return Rejected("wrong_partition", f"on partition {partition}, key hashes to {expected}")
 
+    def write_markets(
+        self, groups: dict[str, list[Arrival]], owner: dict[str, EventT[Any]],
+    ) -> Iterator[tuple[str, EventT[Any], list[Arrival]]]:
+        """Write each market's new ticks as one segment; yield the arrivals to sketch."""
+        work = []
+        for market, arrivals in groups.items():
+            raw = self.facts.data.db(owner[market].message.partition).get(market_key(market))
+            work.append((market, MarketRecord.decode(raw) if raw is not None else None,
+                         arrivals))
+        for (market, record, arrivals), applied in zip(work, apply_batch(work), strict=True):
+            event = owner[market]
+            self.write_market(event, market, record, arrivals, applied)
+            yield market, event, applied.counted
+
     def write_market(
-        self, event: EventT[Any], market: str, arrivals: list[Arrival]
-    ) -> list[Arrival]:
-        """Write the market's new ticks as one segment; return the arrivals to sketch."""
-        db = self.facts.data.db(event.message.partition)
-        raw = db.get(market_key(market))
-        record = MarketRecord.decode(raw) if raw is not None else None
-        applied = apply_ticks(record, market, arrivals)
+        self, event: EventT[Any], market: str, record: MarketRecord | None,
+        arrivals: list[Arrival], applied: Applied,
+    ) -> None:
+        """Write one market's segment (and resend stored ticks that were redelivered)."""
+        partition = event.message.partition
         counters.duplicates += applied.skipped
         segment = applied.segment
+        last = record.last_offset if record else -1
         if segment is not None:
             self.fresh_ts.append(segment.ts)
             counters.ticks += len(segment.ts)
-            counters.ticks_by_partition[event.message.partition] += len(segment.ts)
+            counters.ticks_by_partition[partition] += len(segment.ts)
             for a in arrivals:
-                if a.offset > (record.last_offset if record else -1):
+                if a.offset > last:
                     counters.ticks_by_source[a.tick.source] += 1
-        redelivered = [a for a in arrivals if record and a.offset <= record.last_offset]
+        redelivered = [a for a in arrivals if a.offset <= last]
         if redelivered:
             # After a crash the local store may hold ticks whose changelog message was
             # never sent: send them again (same keys, so this is idempotent).
             again = rebuild_segment(
-                db.get, market, [(a.tick.ts, seq_for(a.offset, a.index)) for a in redelivered],
+                self.facts.data.db(partition).get, market,
+                [(a.tick.ts, seq_for(a.offset, a.index)) for a in redelivered],
                 applied.record.encode(), alpha.DIM,
             )
             if again is not None:
                 counters.resent += len(again.ts)
                 segment = again if segment is None else concat(again, segment)
         if segment is not None:
+            encoded = segment.encode()
+            self.facts.data.expect(encoded, segment)
             with under_event(event):
-                self.facts[segment.key] = segment.encode()
+                self.facts[segment.key] = encoded
             counters.segments += 1
-        return applied.counted
 
     async def control(self, event: EventT[Any], msg: Any, control: dict[str, Any]) -> None:
         """A control message, applied in order with the partition's ticks.
@@ -345,15 +368,21 @@ class Ingest:
                      event.message.partition, len(doomed), retention_ms / 1000)
 
     def facts_written(self, began: tuple[float, float]) -> None:
-        """The batch's new facts are queryable: note when, and their lag.
+        """The batch's new facts are queryable: note when, and their lags.
+
+        Event lag is now minus each new fact's event time (a real feed: how far the store
+        trails the markets; meaningless for replays of old ticks); arrival lag is now minus
+        each message's Kafka timestamp (produce -> queryable, whatever the ticks' times).
 
         ``began`` is (wall clock, process CPU) when the batch started: the first batch with
         facts counts from there, so first-to-last spans every fact's work.
         """
         fresh, self.fresh_ts = self.fresh_ts, []
+        stamps, self.stamps = self.stamps, []
         if not fresh:
             return
         now, cpu = time.time(), time.process_time()
+        counters.arrival_lag.add(now * 1000.0 - np.array(stamps, dtype=np.float64))
         if counters.first_fact_time is None:
             counters.first_fact_time, counters.first_fact_cpu = began
         counters.last_fact_time, counters.last_fact_cpu = now, cpu
