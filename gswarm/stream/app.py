@@ -20,7 +20,7 @@ def make_app(s: Settings) -> faust.App:
     return faust.App(
         s.app_id,
         # Faust's aiokafka driver with run delivery (gswarm/stream/delivery.py)
-        broker=broker_urls(s.broker),
+        broker=broker_urls(s.broker, s.fetch_wait_ms),
         store="rocksdb://",
         datadir=str(s.data_dir),
         topic_partitions=s.partitions,

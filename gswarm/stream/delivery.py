@@ -44,6 +44,14 @@ What each override changes, and why Faust's contract still holds:
 * ``RunConsumer.on_partitions_revoked`` commits what was processed before Faust drops
   the revoked partitions' acks; ``RunConsumer._commit_offsets`` commits only once the
   producer's buffer (changelog writes) is drained. Both apply to every partition.
+* ``RunConsumerThread._create_worker_consumer``: Faust's consumer, with the broker's wait
+  for a fetch set from the URL's ``fetch_max_wait_ms`` (default :data:`FETCH_MAX_WAIT_MS`)
+  instead of Faust's fixed 1500 ms. aiokafka keeps one fetch in flight per broker, and
+  while every busy partition still has fetched records waiting, that fetch asks only for
+  quiet partitions (e.g. the tables' changelogs), which the broker holds for the full wait:
+  busy partitions then could not be fetched again for up to 1.5 s (p50 1.2 s, p99 2.3 s
+  produce -> queryable at 5k ticks/s; 0.25 s and 0.5 s with 50 ms). Only how long an empty
+  fetch waits changes; what is fetched, delivered and committed does not.
 * Faust's sensors (the monitor, Prometheus) see a run as one message and one event. Gswarm
   counts messages and ticks itself (``/api/stats``).
 
@@ -186,8 +194,21 @@ class RunConductor(Conductor):
                                           on_pressure_drop=on_pressure_drop)
 
 
+class RunConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread; the broker's fetch wait comes from the transport URL."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this when start() builds its fetcher (the thread starts it later)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms(transport.url)
+        return consumer
+
+
 class RunConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer with run delivery for partitions read by run topics."""
+
+    def _new_consumer_thread(self) -> RunConsumerThread:
+        return RunConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def ack_run(self, run: MessageRun) -> bool:
         """Mark every offset of ``run`` acked (Faust's ``ack`` rules, once per run)."""
@@ -228,11 +249,20 @@ class RunConsumer(aiokafka_driver.Consumer):
         Faust's revoke drops the acked offsets of revoked partitions first and commits after
         (its ``wait_empty``), so whatever was processed since the last periodic commit was
         processed again by the partition's next owner (or by this worker, for a partition it
-        keeps): shown by ``tests/stream/test_delivery_e2e.py`` on Faust's own path. Committing
-        first keeps at-least-once (only acked offsets are committed) and makes a graceful
-        rebalance exactly-once.
+        keeps): shown by ``tests/stream/test_delivery_e2e.py`` on Faust's own path. Finishing
+        the runs in hand and committing first keeps at-least-once (only acked offsets are
+        committed) and makes a graceful rebalance exactly-once.
         """
-        if not self.app.client_only:
+        if revoked and not self.app.client_only:
+            # Runs the agent already holds (a batch in progress, runs taken into the next
+            # one) are acked only once processed: stop the flow and let them finish first,
+            # as Faust does later in the revoke (stop_flow, suspend, clear, wait_empty) but
+            # only after it dropped the acks. Queued runs not yet handed are dropped and
+            # come again from the committed offset, to whoever owns the partition next.
+            self.stop_flow()
+            self.app.flow_control.suspend()
+            self.app.flow_control.clear()
+            await self.wait_empty()
             # a commit in flight may predate the last acks: wait for it, then commit
             while self._commit_fut is not None:
                 await self.maybe_wait_for_commit_to_finish()
@@ -398,6 +428,26 @@ class Transport(aiokafka_driver.Transport):
     Conductor = RunConductor
 
 
-def broker_urls(hosts: str) -> list[str]:
-    """``host:port,host:port`` as this driver's broker URLs (``gswarm://host:port``)."""
-    return [f"{SCHEME}://{hostport.strip()}" for hostport in hosts.split(",")]
+#: How long the broker may hold a fetch with no new records (ms), unless the URL says.
+FETCH_MAX_WAIT_MS = 25
+
+
+def broker_urls(hosts: str, fetch_wait_ms: int | None = None) -> list[str]:
+    """``host:port,host:port`` as this driver's broker URLs (``gswarm://host:port``).
+
+    ``fetch_wait_ms`` rides on the first URL as ``?fetch_max_wait_ms=N`` (see
+    :class:`RunConsumerThread`).
+    """
+    urls = [f"{SCHEME}://{hostport.strip()}" for hostport in hosts.split(",")]
+    if fetch_wait_ms is not None:
+        urls[0] += f"?fetch_max_wait_ms={int(fetch_wait_ms)}"
+    return urls
+
+
+def fetch_max_wait_ms(urls: Sequence[Any]) -> int:
+    """The ``fetch_max_wait_ms`` of the first URL that has one, else the default."""
+    for url in urls:
+        value = getattr(url, "query", {}).get("fetch_max_wait_ms")
+        if value is not None:
+            return int(value)
+    return FETCH_MAX_WAIT_MS
