@@ -125,7 +125,9 @@ def gswarm_ingest(s: Settings, items: int) -> dict[str, Any]:
     worker = WorkerProcess(s, "worker")
     worker.start()
     try:
-        wait_for(lambda: stats(worker)["items"] >= items, 600, "all ticks ingested", every=0.5)
+        # items count redelivered messages again: the end is when nothing is left to process
+        wait_for(lambda: (d := stats(worker))["items"] >= items and len(d["behind"]) == s.partitions
+                 and d["behind_total"] == 0, 600, "all ticks ingested", every=0.5)
         doc = stats(worker)
     finally:
         worker.stop()

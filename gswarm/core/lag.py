@@ -1,7 +1,8 @@
-"""A fixed-size ring of recent latencies with percentile summaries (pure numpy)."""
+"""Lag: a ring of recent latencies with percentiles, and messages behind per partition."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,3 +40,21 @@ class LagRing:
 
     def reset(self) -> None:
         self.count = 0
+
+
+def behind(
+    ends: Mapping[int, int], last_seen: Mapping[int, int], committed: Mapping[int, int | None],
+) -> dict[int, int]:
+    """Messages each partition's worker still has to process: end offset - next to process.
+
+    The next offset to process is one past the last offset the worker handled, or, before
+    it handled any on that partition, the group's committed offset (0 without one). The
+    fetch position is not used: fetched is not processed (a worker a minute behind under
+    back-pressure had fetched almost everything).
+    """
+    out = {}
+    for partition, end in ends.items():
+        last = last_seen.get(partition)
+        nxt = last + 1 if last is not None else committed.get(partition) or 0
+        out[partition] = max(end - nxt, 0)
+    return out

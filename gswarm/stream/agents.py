@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from gswarm.core.lag import behind
 from gswarm.stream.app import app, settings
 from gswarm.stream.pipeline import Ingest, control_message, counters
 from gswarm.stream.tables import SKETCH_KEY, deadletter_topic, facts, sketches, tick_topic
@@ -44,6 +45,26 @@ async def schedule_prune() -> None:
     counters.prune_schedules += 1
     log.debug("pruner: asked %d partitions to drop facts older than %.0fs of event time",
              settings.partitions, settings.retention_s)
+
+
+@app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+async def measure_lag() -> None:
+    """Messages behind per tick partition: end offsets (asked of the broker) minus the next
+    offset to process; shown by /api/cluster, /api/stats, /metrics and the dashboard."""
+    tps = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.tick_topic]
+    if not tps:
+        counters.behind = {}
+        return
+    try:
+        ends = await app.consumer.highwaters(*tps)
+    except Exception as exc:  # broker unreachable for a moment: keep the last figures
+        log.debug("lag: end offsets unavailable: %s", exc)
+        return
+    committed = getattr(app.consumer, "_committed_offset", {})  # Faust's, set at assignment
+    counters.behind = behind(
+        {tp.partition: end for tp, end in ends.items()}, ingest.offsets.last,
+        {tp.partition: committed.get(tp) for tp in tps},
+    )
 
 
 _role = {"leader": False}

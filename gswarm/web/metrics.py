@@ -52,15 +52,25 @@ class GswarmCollector(Collector):
                                   count_value=c.batches, sum_value=c.batch_messages_sum)
         yield SummaryMetricFamily("gswarm_flush_seconds", "Time to process one batch",
                                   count_value=c.batches, sum_value=c.flush_ms_sum / 1000)
-        lag = c.lag.summary()
-        if lag["count"]:
-            gauge = GaugeMetricFamily(
-                "gswarm_event_lag_ms",
-                "Now minus event time of recent facts when they became queryable",
-                labels=["quantile"])
-            for q, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
-                gauge.add_metric([q], float(lag[key] or 0.0))
-            yield gauge
+        for ring, name, doc in (
+                (c.lag, "gswarm_event_lag_ms",
+                 "Now minus event time of recent facts when they became queryable"),
+                (c.arrival_lag, "gswarm_arrival_lag_ms",
+                 "Now minus Kafka record time of recent messages when their facts became "
+                 "queryable (produce -> queryable)")):
+            lag = ring.summary()
+            if lag["count"]:
+                gauge = GaugeMetricFamily(name, doc, labels=["quantile"])
+                for q, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
+                    gauge.add_metric([q], float(lag[key] or 0.0))
+                yield gauge
+        behind = GaugeMetricFamily(
+            "gswarm_behind_messages",
+            "Tick messages still to process: end offset minus next offset to process",
+            labels=["partition"])
+        for partition, n in sorted(c.behind.items()):
+            behind.add_metric([str(partition)], float(n))
+        yield behind
         est = GaugeMetricFamily("gswarm_sketch_estimate",
                                 "HyperLogLog estimates over this worker's partitions",
                                 labels=["what"])

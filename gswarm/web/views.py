@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import hashlib
 import time
@@ -386,14 +385,8 @@ async def cluster(web: Any, request: Any) -> Any:
     changelog = facts.changelog_topic.get_topic_name()
     standbys = sorted(
         tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == changelog)
-    lag: dict[str, int | None] = {}
-    for tp in app.assignor.assigned_actives():
-        if tp.topic == topic:
-            try:
-                position = await app.consumer.position(tp)
-                lag[str(tp.partition)] = max(app.consumer.highwater(tp) - (position or 0), 0)
-            except Exception:  # not yet fetched: lag unknown
-                lag[str(tp.partition)] = None
+    # messages still to process per partition (end offset - next offset to process)
+    lag: dict[str, int | None] = {str(p): counters.behind.get(p) for p in actives}
     workers = {
         str(url): sorted(
             p for t, parts in topics.items() if t == changelog for p in parts)
@@ -458,13 +451,8 @@ async def _snapshot() -> dict[str, Any]:
 
 
 async def _total_lag() -> int:
-    total = 0
-    for tp in app.assignor.assigned_actives():
-        if tp.topic == settings.tick_topic:
-            with contextlib.suppress(Exception):
-                position = await app.consumer.position(tp)
-                total += max(app.consumer.highwater(tp) - (position or 0), 0)
-    return total
+    """Messages this worker still has to process, over its tick partitions."""
+    return sum(counters.behind.values())
 
 
 @app.page("/api/events")

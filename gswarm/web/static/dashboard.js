@@ -28,6 +28,8 @@ function onSnapshot(doc) {
   $("unique-traders").textContent = fmt(doc.unique_traders);
   $("ticks").textContent = fmt(doc.ticks);
   $("lag").textContent = fmt(doc.lag);
+  const p99 = doc.arrival_lag_ms && doc.arrival_lag_ms.p99;
+  $("arrival").textContent = p99 == null ? "–" : fmt(p99) + " ms";
   $("dead").textContent = fmt(doc.dead_letters_total);
   const rate = last ? (doc.ticks - last.ticks) / Math.max(doc.t - last.t, 1e-3) : 0;
   last = doc;
@@ -36,7 +38,7 @@ function onSnapshot(doc) {
     `<tr><td>${i + 1}</td><td><a href="#/market/${encodeURIComponent(h.market)}">${esc(h.market)}</a></td><td class="num">${fmt(h.ticks)}</td></tr>`).join("");
   series[0].push(doc.t); series[1].push(rate); series[2].push(doc.lag);
   if (series[0].length > 300) series.forEach((s) => s.shift());
-  if (!rateChart) rateChart = chart($("rate-chart"), ["ticks/s", "lag"], series);
+  if (!rateChart) rateChart = chart($("rate-chart"), ["ticks/s", "behind"], series);
   else rateChart.setData(series);
   if (currentMarket()) refreshMarket(currentMarket());
 }
