@@ -46,7 +46,9 @@ def test_pruner_keeps_a_bounded_window_and_tombstones_reach_recovery(
         wait_for(pruned, 30, "a prune")
         sizes.append(datoms(worker))
     # bounded: ~60 s of 10 ticks/s x 5 attributes, plus the newest segment of each market
-    assert max(sizes[1:]) <= 2 * sizes[0] and max(sizes) < 5 * 1000 * 5 / 2, sizes
+    # (with fast ingest a whole wave can be one segment per market): at most two waves'
+    # worth, whatever the batching, where keeping everything would reach five
+    assert max(sizes) <= 2 * 1000 * 5, sizes
 
     newest = max(t["ts"] for t in wave)
     cutoff = newest - int(RETENTION_S * 1000)
