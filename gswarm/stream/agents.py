@@ -9,6 +9,7 @@ from typing import Any
 
 from gswarm.core.lag import behind
 from gswarm.stream.app import app, settings
+from gswarm.stream.delivery import before_commit
 from gswarm.stream.pipeline import Ingest, control_message, counters
 from gswarm.stream.tables import SKETCH_KEY, deadletter_topic, facts, sketches, tick_topic
 
@@ -18,6 +19,9 @@ ingest = Ingest(
     facts, sketches, SKETCH_KEY, deadletter_topic, settings.partitions,
     settings.max_message_bytes,
 )
+
+
+before_commit(app, ingest.sketches.persist)
 
 
 @app.agent(tick_topic)
@@ -34,6 +38,7 @@ async def forget_partitions_elsewhere(sender: Any, /, *args: Any, signal: Any = 
     """Offsets of tick partitions this worker no longer holds move on without it."""
     assigned = args[0] if args else kwargs.get("assigned", ())
     ingest.offsets.keep({tp.partition for tp in assigned if tp.topic == settings.tick_topic})
+    ingest.sketches.forget()
 
 
 @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]

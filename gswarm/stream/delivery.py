@@ -52,6 +52,9 @@ What each override changes, and why Faust's contract still holds:
   busy partitions then could not be fetched again for up to 1.5 s (p50 1.2 s, p99 2.3 s
   produce -> queryable at 5k ticks/s; 0.25 s and 0.5 s with 50 ms). Only how long an empty
   fetch waits changes; what is fetched, delivered and committed does not.
+* ``RunConsumer._commit_offsets`` first runs the app's :func:`before_commit` hooks (state
+  kept in memory between commits is written to its tables there, so its changelog
+  messages are produced, and then acknowledged, before the offsets they cover).
 * Faust's sensors (the monitor, Prometheus) see a run as one message and one event. Gswarm
   counts messages and ticks itself (``/api/stats``).
 
@@ -62,7 +65,8 @@ works: each message arrives as a run of one (``RunTopic.decode``), through Faust
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import faust
@@ -282,6 +286,8 @@ class RunConsumer(aiokafka_driver.Consumer):
         processed again); Faust's own flush then sends what the producer holds and waits
         for the broker's acknowledgements.
         """
+        for hook in _BEFORE_COMMIT.get(self.app, ()):
+            hook()
         buffer = self.app.producer.buffer
         deadline = asyncio.get_running_loop().time() + self.app.conf.broker_request_timeout
         while buffer.size:
@@ -426,6 +432,19 @@ class Transport(aiokafka_driver.Transport):
 
     Consumer = RunConsumer
     Conductor = RunConductor
+
+
+_BEFORE_COMMIT: weakref.WeakKeyDictionary[Any, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def before_commit(app: Any, hook: Callable[[], None]) -> None:
+    """Run ``hook`` before each offset commit of ``app`` (with this transport).
+
+    What it writes to tables (under an event of the right partition) reaches Kafka before
+    the offsets are committed: a write made here covers every message acked so far.
+    """
+    _BEFORE_COMMIT.setdefault(app, []).append(hook)
 
 
 #: How long the broker may hold a fetch with no new records (ms), unless the URL says.

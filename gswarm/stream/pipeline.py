@@ -156,36 +156,57 @@ def control_message(op: str, **fields: Any) -> tuple[bytes, dict[str, bytes]]:
 
 
 class SketchCache:
-    """Per-partition sketches: read from the table's database, updated, written back.
+    """Per-partition sketches, kept in memory and written to their table before a commit.
 
-    The decoded object is cached with the bytes it came from, so a batch decodes only
-    when the stored value changed underneath (recovery, a rebalance).
+    Writing the whole state (~90 KB per partition: two HLLs, a CMS, top-k, windows) after
+    every batch cost most of a light batch and its changelog. It is written once per
+    commit instead (:func:`~gswarm.stream.delivery.before_commit`), with the last offset
+    it applied: the committed offsets never pass what the stored sketch covers, so after a
+    crash the messages after it come again and are counted once (the sketch skips offsets
+    it has applied). Queries read the live state.
     """
 
     def __init__(self, table: Any, key: bytes) -> None:
         self.table = table
         self.key = key
-        self._cache: dict[int, tuple[bytes, PartitionSketches]] = {}
+        self.live: dict[int, PartitionSketches] = {}
+        self.dirty: dict[int, EventT[Any]] = {}  # partition -> an event to write under
+        self.writes = 0
 
-    def load(self, partition: int) -> PartitionSketches:
-        raw = self.table.data._db_for_partition(partition).get(self.key)
-        if raw is None:
-            return PartitionSketches()
-        hit = self._cache.get(partition)
-        if hit is not None and hit[0] == raw:
-            return hit[1]
-        return PartitionSketches.from_bytes(raw)
+    def state(self, partition: int) -> PartitionSketches:
+        """The partition's current sketches (read from its table on first use)."""
+        state = self.live.get(partition)
+        if state is None:
+            raw = self.table.data._db_for_partition(partition).get(self.key)
+            state = PartitionSketches.from_bytes(raw) if raw is not None else (
+                PartitionSketches())
+            self.live[partition] = state
+        return state
 
     def apply(self, event: EventT[Any], ticks: list[CountedTick]) -> None:
         partition = event.message.partition
-        state = self.load(partition)
+        self.state(partition).apply(ticks)
         # Written even when nothing new was counted but ticks were redelivered: the local
         # value may be ahead of the changelog after a crash, and this re-sends it.
-        state.apply(ticks)
-        raw = state.to_bytes()
-        with under_event(event):
-            self.table[self.key] = raw
-        self._cache[partition] = (raw, state)
+        self.dirty[partition] = event
+
+    def persist(self) -> None:
+        """Write every changed partition's sketches to the table (before a commit)."""
+        dirty, self.dirty = self.dirty, {}
+        for partition, event in dirty.items():
+            raw = self.live[partition].to_bytes()
+            with under_event(event):
+                self.table[self.key] = raw
+            self.writes += 1
+
+    def forget(self) -> None:
+        """A new assignment: read each partition again from its (recovered) table.
+
+        The revoke before it committed, so nothing unwritten is lost; what was not
+        committed comes again and is applied again.
+        """
+        self.live.clear()
+        self.dirty.clear()
 
 
 class Ingest:

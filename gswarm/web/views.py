@@ -24,6 +24,7 @@ from aiokafka.partitioner import murmur2
 from gswarm.core.sketches.state import MergedSketches, PartitionSketches
 from gswarm.errors import NotFoundError, QueryError
 from gswarm.store import queries
+from gswarm.stream.agents import ingest
 from gswarm.stream.app import app, settings
 from gswarm.stream.factstore import FactStore
 from gswarm.stream.pipeline import counters
@@ -110,19 +111,22 @@ def _float(request: Any, name: str, default: float | None = None) -> float:
     return float(_param(request, name, default, float, "a number"))
 
 
-def local_sketch_bytes() -> dict[int, bytes]:
-    """The stored sketch value of each partition this worker owns."""
+def local_sketches() -> dict[int, PartitionSketches]:
+    """The current sketches of each partition this worker owns (live, not the last write)."""
     out = {}
     for p in owned_partitions():
-        raw = cast(Any, sketches.data)._db_for_partition(p).get(SKETCH_KEY)
-        if raw is not None:
-            out[p] = raw
+        if p in ingest.sketches.live:
+            out[p] = ingest.sketches.live[p]
+        else:
+            raw = cast(Any, sketches.data)._db_for_partition(p).get(SKETCH_KEY)
+            if raw is not None:
+                out[p] = PartitionSketches.from_bytes(raw)
     return out
 
 
 async def cluster_sketches() -> MergedSketches:
     """Sketches of every partition: this worker's, plus each other worker's (over HTTP)."""
-    parts = {p: PartitionSketches.from_bytes(b) for p, b in local_sketch_bytes().items()}
+    parts = local_sketches()
     me = str(app.conf.canonical_url).rstrip("/")
     peers = {str(url).rstrip("/") for url in app.router.tables_metadata()} - {me}
     answers = await asyncio.gather(*(_peer_sketches(url) for url in sorted(peers)))
@@ -164,8 +168,8 @@ async def stats(web: Any, request: Any) -> Any:
 async def sketches_local(web: Any, request: Any) -> Any:
     """This worker's partition sketches: offset, digest and bytes (for merges and checks)."""
     out = {}
-    for p, raw in local_sketch_bytes().items():
-        state = PartitionSketches.from_bytes(raw)
+    for p, state in local_sketches().items():
+        raw = state.to_bytes()
         out[str(p)] = {"last_offset": state.last_offset, "ticks": state.ticks,
                        "sha256": hashlib.sha256(raw).hexdigest(),
                        "bytes": base64.b64encode(raw).decode()}
@@ -403,8 +407,7 @@ async def cluster(web: Any, request: Any) -> Any:
 
 
 def _local_estimates() -> dict[str, float]:
-    parts = [PartitionSketches.from_bytes(b) for b in local_sketch_bytes().values()]
-    merged = MergedSketches.of(parts)
+    merged = MergedSketches.of(list(local_sketches().values()))
     return {"unique_markets": merged.markets.estimate(),
             "unique_traders": merged.traders.estimate()}
 
