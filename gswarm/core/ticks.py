@@ -134,8 +134,40 @@ def _key_text(key: bytes | None) -> str | None:
         return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_INF = float("inf")
+
+
 def parse_tick(doc: Any) -> Tick:
-    """Validate one decoded JSON value as a tick; raise :class:`TickError` with a reason."""
+    """Validate one decoded JSON value as a tick; raise :class:`TickError` with a reason.
+
+    A well-formed tick takes one straight pass of type and range checks; anything that
+    fails one goes through :func:`_parse_checked`, which finds and names the reason.
+    """
+    if type(doc) is dict:
+        try:
+            version, market, prob, ts = doc["v"], doc["market"], doc["prob"], doc["ts"]
+            volume, trader, source = doc["volume"], doc["trader"], doc["source"]
+        except KeyError:
+            return _parse_checked(doc)
+        outcome = doc.get("outcome", "YES")
+        bet_id = doc.get("id")
+        tp, tv = type(prob), type(volume)
+        if (type(version) is int and version == SCHEMA_VERSION
+                and type(market) is str and 0 < len(market) <= MAX_ID_LEN
+                and _CONTROL.search(market) is None
+                and (tp is float or tp is int) and 0.0 <= prob <= 1.0
+                and type(ts) is int and 0 < ts < 2**62
+                and (tv is float or tv is int) and 0.0 <= volume < _INF
+                and type(trader) is str and type(source) is str and type(outcome) is str
+                and (bet_id is None or type(bet_id) is str)):
+            return Tick(market, float(prob), ts, float(volume), trader, source, outcome,
+                        bet_id)
+    return _parse_checked(doc)
+
+
+def _parse_checked(doc: Any) -> Tick:
+    """:func:`parse_tick` one check at a time, raising at the first that fails."""
     if not isinstance(doc, dict):
         raise TickError("not_object", type(doc).__name__)
     version = doc.get("v")

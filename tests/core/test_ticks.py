@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
 from gswarm.core.ticks import REASONS, decode, parse_tick
+from gswarm.errors import TickError
 
 GOOD = {"v": 1, "market": "m-1", "prob": 0.25, "ts": 1_700_000_000_000, "volume": 3.5,
         "trader": "u-1", "source": "test"}
@@ -73,3 +76,33 @@ def test_array_bad_element_rejected_alone() -> None:
     assert [i for i, _ in good] == [0, 2]
     assert [(r.reason, r.index) for r in rejected] == [("prob_out_of_range", 1)]
     assert orjson.loads(rejected[0].element or b"") == items[1]
+
+
+def test_the_fast_path_and_the_checked_path_agree_on_random_documents() -> None:
+    """parse_tick's single pass accepts exactly what the field-by-field checks accept."""
+    import random
+
+    from gswarm.core.ticks import _parse_checked
+
+    rng = random.Random(4)
+    values: list[Any] = [None, True, 0, 1, -1, 2**62, 2**62 - 1, 0.0, 0.5, 1.0, 1.5, -0.0,
+                         1e308, "", "m", "m\x01", "x" * 201, "YES", [], {}, 1700000000000]
+    base = {"v": 1, "market": "m-1", "prob": 0.5, "ts": 1700000000000, "volume": 2.0,
+            "trader": "u", "source": "s", "outcome": "NO", "id": "b"}
+    for _ in range(20_000):
+        doc = dict(base)
+        for _ in range(rng.randint(0, 2)):
+            field = rng.choice([*base, "extra"])
+            if rng.random() < 0.2:
+                doc.pop(field, None)
+            else:
+                doc[field] = rng.choice(values)
+        try:
+            expected: Any = _parse_checked(doc)
+        except TickError as exc:
+            expected = exc.reason
+        try:
+            got: Any = parse_tick(doc)
+        except TickError as exc:
+            got = exc.reason
+        assert got == expected, doc
