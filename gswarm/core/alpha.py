@@ -40,7 +40,7 @@ Components, in vector order (``n`` = ticks seen so far; a k-window statistic use
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -238,12 +238,73 @@ def _windowed(
     return out
 
 
+#: A numpy step over every market with a k-th new tick costs about as much as this many
+#: ticks of the plain Python loop: the step form is used when it needs fewer steps.
+_STEP_COST = 12
+_CARRIED = ("ema12", "ema26", "macd", "macd_signal", "obv", "vwap")
+
+
 def _recurrences(
     states: Sequence[RollingState], counts: I64, prob: F64, vol: F64, raw: F64,
 ) -> list[tuple[float, float, float, float, float, float]]:
-    """EMAs, MACD signal, OBV and VWAP, tick by tick; returns each market's end values."""
+    """EMAs, MACD signal, OBV and VWAP, tick by tick; returns each market's end values.
+
+    Two forms, the same IEEE operations in the same order for every market (so the same
+    bits): step k over all markets with a k-th new tick (numpy; wide batches), or a plain
+    loop over ticks (a few markets with many ticks each).
+    """
+    if len(counts) and int(counts.max()) * _STEP_COST < len(prob):
+        return _recurrences_by_step(states, counts, prob, vol, raw)
+    return _recurrences_by_tick(states, counts, prob, vol, raw)
+
+
+def _recurrences_by_step(
+    states: Sequence[RollingState], counts: I64, prob: F64, vol: F64, raw: F64,
+) -> list[tuple[float, float, float, float, float, float]]:
+    def column(get: Callable[[RollingState], float]) -> F64:
+        return np.fromiter(map(get, states), dtype=np.float64, count=len(states))
+
+    e12, e26 = column(lambda s: s.ema12), column(lambda s: s.ema26)
+    sig, obv = column(lambda s: s.macd_signal), column(lambda s: s.obv)
+    num, den = column(lambda s: s.vwap_num), column(lambda s: s.vwap_den)
+    prev = column(lambda s: float(s.prob[-1]) if s.n else 0.0)
+    seeded = np.fromiter((s.n > 0 for s in states), dtype=bool, count=len(states))
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    out = np.empty((len(prob), len(_CARRIED)), dtype=np.float64)
+    for k in range(int(counts.max())):
+        idx = np.flatnonzero(counts > k)
+        pos = starts[idx] + k
+        p, v, was = prob[pos], vol[pos], seeded[idx]
+        a12, a26, asig, aobv = e12[idx], e26[idx], sig[idx], obv[idx]
+        n12 = np.where(was, a12 + _A12 * (p - a12), p)
+        n26 = np.where(was, a26 + _A26 * (p - a26), p)
+        macd = n12 - n26
+        nsig = np.where(was, asig + _A9 * (macd - asig), macd)
+        last = prev[idx]
+        step = (p > last).astype(np.float64) - (p < last).astype(np.float64)
+        nobv = np.where(was, aobv + step * v, aobv)
+        nnum, nden = num[idx] + p * v, den[idx] + v
+        vwap = np.divide(nnum, nden, out=p.copy(), where=nden > 0)
+        e12[idx], e26[idx], sig[idx], obv[idx], num[idx], den[idx] = (
+            n12, n26, nsig, nobv, nnum, nden)
+        prev[idx], seeded[idx] = p, True
+        out[pos] = np.stack((n12, n26, macd, nsig, nobv, vwap), axis=1)
+    for col, name in enumerate(_CARRIED):
+        raw[:, INDEX[name]] = out[:, col]
+    return list(zip(e12.tolist(), e26.tolist(), sig.tolist(), obv.tolist(), num.tolist(),
+                    den.tolist(), strict=True))
+
+
+def _recurrences_by_tick(
+    states: Sequence[RollingState], counts: I64, prob: F64, vol: F64, raw: F64,
+) -> list[tuple[float, float, float, float, float, float]]:
     ps, vs = prob.tolist(), vol.tolist()
-    rows: list[list[float]] = []
+    c12: list[float] = []
+    c26: list[float] = []
+    cmacd: list[float] = []
+    csig: list[float] = []
+    cobv: list[float] = []
+    cvwap: list[float] = []
     carried = []
     i = 0
     for state, c in zip(states, counts.tolist(), strict=True):
@@ -265,13 +326,17 @@ def _recurrences(
                 seeded = True
             num = num + p * v
             den = den + v
-            rows.append([e12, e26, macd, sig, obv, num / den if den > 0 else p])
+            c12.append(e12)
+            c26.append(e26)
+            cmacd.append(macd)
+            csig.append(sig)
+            cobv.append(obv)
+            cvwap.append(num / den if den > 0 else p)
             prev = p
             i += 1
         carried.append((e12, e26, sig, obv, num, den))
-    cols = np.array(rows, dtype=np.float64)
-    for col, name in enumerate(("ema12", "ema26", "macd", "macd_signal", "obv", "vwap")):
-        raw[:, INDEX[name]] = cols[:, col]
+    for name, values in zip(_CARRIED, (c12, c26, cmacd, csig, cobv, cvwap), strict=True):
+        raw[:, INDEX[name]] = values
     return carried
 
 

@@ -197,3 +197,24 @@ def test_many_markets_at_once_equal_each_market_alone(seed: int) -> None:
     for m in range(markets):
         assert np.array_equal(np.vstack(got[m]), alone[m]), m
         assert states[m].n == len(series[m][0])
+
+
+def test_both_forms_of_the_recurrences_give_the_same_bits() -> None:
+    rng = np.random.default_rng(5)
+    states: list[RollingState] = []
+    counts: list[int] = []
+    cols: list[list[np.ndarray]] = [[], [], []]
+    for m in range(40):
+        n_old, n_new = int(rng.integers(0, 30)), int(rng.integers(0, 25))
+        ts, p, v = walk(n_old + n_new, seed=200 + m)
+        state = update(RollingState.empty(), ts[:n_old], p[:n_old], v[:n_old])[0]
+        states.append(state)
+        counts.append(n_new)
+        for col, arr in zip(cols, (ts, p, v), strict=True):
+            col.append(arr[n_old:])
+    c = np.array(counts)
+    ts, p, v = (np.concatenate(col) for col in cols)
+    a, b = np.zeros((len(p), DIM)), np.zeros((len(p), DIM))
+    assert alpha._recurrences_by_step(states, c, p, v, a) == alpha._recurrences_by_tick(
+        states, c, p, v, b)
+    assert np.array_equal(a, b)
