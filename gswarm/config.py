@@ -92,6 +92,11 @@ class Settings:
         "GSWARM_BATCH_WITHIN_S", 0.02,
         "Ingest batch: flush after this many seconds (or at GSWARM_BATCH_RUNS runs).",
     )
+    rocksdb_memory_mb: int = _setting(
+        "GSWARM_ROCKSDB_MEMORY_MB", 64,
+        "RocksDB memory of a worker: one block cache shared by every table partition's "
+        "database, with their write buffers (up to half) charged to it.",
+    )
     commit_interval_s: float = _setting(
         "GSWARM_COMMIT_INTERVAL_S", 1.0,
         "How often a worker commits consumed offsets (redelivery after a crash is bounded "
@@ -204,6 +209,7 @@ class Settings:
             ("fetch_partition_bytes", self.fetch_partition_bytes >= 1024),
             ("fetch_wait_ms", 1 <= self.fetch_wait_ms <= 30_000),
             ("batch_within_s", self.batch_within_s > 0),
+            ("rocksdb_memory_mb", self.rocksdb_memory_mb >= 8),
             ("commit_interval_s", self.commit_interval_s > 0),
             ("retention_s", self.retention_s > 0),
             ("prune_interval_s", self.prune_interval_s > 0),

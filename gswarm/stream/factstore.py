@@ -15,15 +15,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import rocksdict
-from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import current_event
 from faust.types import TP, EventT
 
 from gswarm.core.facts import SEGMENT, Segment, market_key
+from gswarm.stream.storage import SharedStore
 
 
-class FactStore(RocksDBStore):
-    """Faust's RocksDB store (rocksdict) with segment expansion."""
+class FactStore(SharedStore):
+    """Faust's RocksDB store (rocksdict, shared memory) with segment expansion."""
 
     _known: tuple[bytes, Segment] | None = None
 

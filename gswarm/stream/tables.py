@@ -9,14 +9,14 @@ import faust
 from gswarm.stream.app import app, settings
 from gswarm.stream.delivery import RunTopic
 from gswarm.stream.factstore import FactStore
+from gswarm.stream.storage import SharedStore
 
 
-def rocksdb_options(lean: bool) -> dict[str, Any]:
-    """RocksDB sizing for a 2-core, small-memory machine (per partition database)."""
+def rocksdb_options(lean: bool, memory_mb: int) -> dict[str, Any]:
+    """RocksDB sizing: per database, and the budget every database shares (storage.py)."""
     mib = 1024 * 1024
     return {
-        "block_cache_size": (4 if lean else 16) * mib,
-        "block_cache_compressed_size": 0,
+        "memory_bytes": memory_mb * mib,
         "write_buffer_size": (4 if lean else 16) * mib,
         "max_write_buffer_number": 2,
         "target_file_size_base": 16 * mib,
@@ -25,7 +25,18 @@ def rocksdb_options(lean: bool) -> dict[str, Any]:
 
 
 class GswarmTable(faust.Table[bytes, bytes]):
-    """A Faust table that tolerates a changelog topic still being created (see below)."""
+    """A Faust table on the shared RocksDB store that tolerates a changelog topic still
+    being created (see below)."""
+
+    store_class: type[SharedStore] = SharedStore
+
+    def _new_store_by_url(self, url: Any) -> Any:
+        return self.store_class(
+            url, self.app, self,
+            table_name=self.name, key_type=self.key_type,
+            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+            value_type=self.value_type, loop=self.loop, options=self.options,
+        )
 
     def _verify_source_topic_partitions(self, source_topic: str) -> None:
         # Faust compares the source topic's partition count with the changelog's, from the
@@ -41,13 +52,7 @@ class GswarmTable(faust.Table[bytes, bytes]):
 class FactTable(GswarmTable):
     """A table whose store expands segments into EAVT datoms (:mod:`factstore`)."""
 
-    def _new_store_by_url(self, url: Any) -> FactStore:
-        return FactStore(
-            url, self.app, self,
-            table_name=self.name, key_type=self.key_type,
-            key_serializer=self.key_serializer, value_serializer=self.value_serializer,
-            value_type=self.value_type, loop=self.loop, options=self.options,
-        )
+    store_class = FactStore
 
 
 #: Read in runs (gswarm/stream/delivery.py): an event per partition per fetch; at most
@@ -67,7 +72,7 @@ facts = FactTable(
     beacon=app.tables.beacon,
     key_type=bytes, value_type=bytes,  # bytes -> the "raw" codec
     partitions=settings.partitions,
-    options=rocksdb_options(settings.lean),
+    options=rocksdb_options(settings.lean, settings.rocksdb_memory_mb),
     help="Segments (one per market per batch) expanded into EAVT datoms and market records.",
 )
 app.tables.add(facts)
@@ -81,7 +86,7 @@ sketches = GswarmTable(
     beacon=app.tables.beacon,
     key_type=bytes, value_type=bytes,
     partitions=settings.partitions,
-    options=rocksdb_options(settings.lean),
+    options=rocksdb_options(settings.lean, settings.rocksdb_memory_mb),
     help="Per-partition HLL/CMS/top-k/window sketches and their last applied offset.",
 )
 app.tables.add(sketches)
