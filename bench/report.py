@@ -38,11 +38,13 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         if not t:
             continue
         rq, rd = t["ratio_vs_quix"], t["ratio_vs_aiokafka_drain"]
-        rows.append((f"ticks/s >= 2x the Quix app ({label})", f"{rq:.2f}x", rq >= 2))
+        if rq is not None:
+            rows.append((f"ticks/s >= 2x the Quix app ({label})", f"{rq:.2f}x", rq >= 2))
         rows.append((f"ticks/s >= 0.5x the aiokafka drain ({label})", f"{rd:.3f}x",
                      rd >= 0.5))
         per = t["gswarm"]["changelog_messages_per_tick"]["median"]
         rows.append((f"<= 1 changelog message per tick ({label})", f"{per:.3f}", per <= 1))
+    rows += _hot_path_targets(parts)
     lat = parts.get("latency")
     if lat:
         for r in lat["rates"]:
@@ -57,6 +59,40 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         m = fo["with_standby_s"]["median"]
         rows.append(("failover <= 5 s (kill -9, 1 standby; median)",
                      f"{m:.2f} s (max {fo['with_standby_s']['max']:.2f})", m <= 5))
+    return rows
+
+
+def _hot_path_targets(parts: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The columnar hot path's targets (issue 14)."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for key, label, want in (("throughput", "one tick per message, 200 markets", 20_000),
+                             ("wide", "one tick per message, 100,000 markets", 10_000),
+                             ("arrays", "arrays of 10, 200 markets", 100_000)):
+        if key in parts:
+            g = parts[key]["gswarm"]
+            r = g["ticks_per_s"]["median"]
+            rows.append((f"ticks/s >= {want:,} ({label})", f"{r:,.0f}", r >= want))
+    if "throughput" in parts:
+        g = parts["throughput"]["gswarm"]
+        cpu = g["cpu_s_per_100k_ticks"]["median"]
+        rows.append(("CPU <= 5 s per 100k single ticks", f"{cpu:.1f} s", cpu <= 5))
+        b = g["changelog_bytes_per_tick"]["median"]
+        rows.append(("changelog <= 200 bytes per single tick", f"{b:,.0f}", b <= 200))
+    if "wide" in parts:
+        b = parts["wide"]["gswarm"]["changelog_bytes_per_tick"]["median"]
+        rows.append(("changelog <= 200 bytes per single tick (100,000 markets)", f"{b:,.0f}",
+                     b <= 200))
+    lat = parts.get("latency")
+    for r in lat["rates"] if lat else []:
+        budget = {1000: 50, 5000: 100}.get(int(r["rate"]))
+        if budget is not None:
+            p99 = r["p99_ms"]
+            ok = p99 is not None and p99 <= budget and r["kept_up"]
+            rows.append((f"p99 produce -> queryable <= {budget} ms at {r['rate']:,.0f} ticks/s",
+                         "n/a" if p99 is None else f"{p99:,.0f} ms", ok))
+        elif int(r["rate"]) == 20000:
+            rows.append(("keeps up at 20,000 ticks/s", f"behind by {r['behind']:,} ticks",
+                         r["kept_up"]))
     return rows
 
 
@@ -82,7 +118,7 @@ def render(doc: dict[str, Any]) -> str:
     parts = doc["parts"]
     if "ceiling" in parts:
         out += _ceiling(parts["ceiling"])
-    for key in ("throughput", "arrays"):
+    for key in ("throughput", "wide", "arrays"):
         if key in parts:
             out += _throughput(parts[key])
     if "latency" in parts:
@@ -128,7 +164,7 @@ def _ceiling(c: dict[str, Any]) -> list[str]:
 def _throughput(t: dict[str, Any]) -> list[str]:
     shape = "one tick per message" if t["shape"] == "single" else (
         f"arrays of {t['shape'].removeprefix('array')} ticks per message")
-    g, q = t["gswarm"], t["quix"]
+    g, q = t["gswarm"], t["quix"] or {"cpu_s_per_100k_ticks": None}
     out = [f"**Ingest throughput, {shape}**: {t['ticks']:,} synthetic ticks over "
            f"{t['markets']:,} markets ({t['messages']:,} messages), pre-filled; each "
            "consumer reads the backlog from the start.", "",
@@ -138,11 +174,13 @@ def _throughput(t: dict[str, Any]) -> list[str]:
            f"| **Gswarm** (one lean worker) | {_rate(g)} | "
            f"{fmt(g['cpu_s_per_100k_ticks'], 1)} |",
            f"| Quix Streams peer, sketches persisted each message | {_rate(q)} | "
-           f"{fmt(q['cpu_s_per_100k_ticks'], 1)} |",
+           f"{fmt(q['cpu_s_per_100k_ticks'], 1) if q['cpu_s_per_100k_ticks'] else ''} |",
            f"| Quix Streams peer, sketches in memory only | "
            f"{_rate(t['quix_sketches_in_memory'])} | |", ""]
     same = t.get("state_differences")
-    out += [f"Gswarm / Quix: {t['ratio_vs_quix']:.2f}x; Gswarm / aiokafka drain: "
+    versus = ("" if t["ratio_vs_quix"] is None else
+              f"Gswarm / Quix: {t['ratio_vs_quix']:.2f}x; ")
+    out += [f"{versus}Gswarm / aiokafka drain: "
             f"{t['ratio_vs_aiokafka_drain']:.3f}x. Changelog per tick: "
             f"{fmt(g['changelog_messages_per_tick'], 3)} messages, "
             f"{fmt(g['changelog_bytes_per_tick'])} bytes. "

@@ -41,6 +41,9 @@ class Sizes:
     runs: int = 3
     quix_runs: int = 2
     array_size: int = 10
+    wide_markets: int = 100_000
+    wide_ticks: int = 200_000
+    wide_runs: int = 2
     latency_rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0)
     latency_s: float = 15.0
     failover_runs: int = 2
@@ -54,7 +57,8 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(markets=50, ticks=1_000, ceiling_messages=5_000, runs=1, quix_runs=1,
-              latency_rates=(1000.0,), latency_s=3.0, failover_runs=1, failover_prefill=2_000,
+              latency_rates=(1000.0,), latency_s=3.0, wide_markets=5_000,
+              wide_ticks=10_000, wide_runs=1, failover_runs=1, failover_prefill=2_000,
               recovery_ticks=2_000, memory_s=6.0, memory_markets=10_000, sketch_items=50_000,
               sketch_runs=2)
 
@@ -72,6 +76,12 @@ def part_single(b: Bench, z: Sizes) -> dict[str, Any]:
 def part_arrays(b: Bench, z: Sizes) -> dict[str, Any]:
     return throughput.run(b, z.markets, z.ticks, z.array_size, z.runs, z.quix_runs,
                           check_state=True)
+
+
+def part_wide(b: Bench, z: Sizes) -> dict[str, Any]:
+    """Single ticks over many markets: nearly every tick is its market's only one in a
+    batch (no Quix peer: at its rate this shape would take many minutes)."""
+    return throughput.run(b, z.wide_markets, z.wide_ticks, 1, z.wide_runs, 0, name="wide")
 
 
 def part_latency(b: Bench, z: Sizes) -> dict[str, Any]:
@@ -101,6 +111,7 @@ PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
     "ceiling": part_ceiling,
     "throughput": part_single,
     "arrays": part_arrays,
+    "wide": part_wide,
     "latency": part_latency,
     "failover": part_failover,
     "recovery": part_recovery,

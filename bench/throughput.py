@@ -219,14 +219,16 @@ def digest(doc: Any) -> str:
 
 
 def run(bench: Bench, markets: int, ticks: int, array_size: int, runs: int,
-        quix_runs: int, check_state: bool = False) -> dict[str, Any]:
-    """All throughput figures for one message shape (single ticks or arrays)."""
+        quix_runs: int, check_state: bool = False, name: str = "") -> dict[str, Any]:
+    """All throughput figures for one message shape (single ticks or arrays).
+
+    ``name`` tells runs of the same shape apart (their topics and consumer groups)."""
     shape = "single" if array_size == 1 else f"array{array_size}"
     floor, kcat, ours, peer, peer_mem = [], [], [], [], []
     equal: list[str] | None = None
     messages = 0
     for i in range(runs):
-        s = bench.settings(f"{shape}-{i}")
+        s = bench.settings(f"{name or shape}-{i}")
         bench.create(s)
         prefill(s, markets, ticks, array_size)
         if i == 0:
@@ -248,7 +250,7 @@ def run(bench: Bench, markets: int, ticks: int, array_size: int, runs: int,
         p.pop("state")
     rate = spread([r["ticks_per_s"] for r in ours])
     floor_rate = spread([r["ticks_per_s"] for r in floor])
-    peer_rate = spread([r["ticks_per_s"] for r in peer])
+    peer_rate = spread([r["ticks_per_s"] for r in peer]) if peer else None
     out: dict[str, Any] = {
         "shape": shape, "markets": markets, "ticks": ticks, "messages": messages,
         "aiokafka_drain": {"ticks_per_s": floor_rate, "runs": floor},
@@ -261,10 +263,11 @@ def run(bench: Bench, markets: int, ticks: int, array_size: int, runs: int,
                        [r["changelog_bytes_per_tick"] for r in ours]),
                    "cpu_s_per_100k_ticks": spread([r["cpu_s_per_100k_ticks"] for r in ours])},
         "quix": {"ticks_per_s": peer_rate, "runs": peer,
-                 "cpu_s_per_100k_ticks": spread([r["cpu_s_per_100k_ticks"] for r in peer])},
+                 "cpu_s_per_100k_ticks": spread([r["cpu_s_per_100k_ticks"] for r in peer])}
+        if peer else None,
         "quix_sketches_in_memory": {"ticks_per_s": spread([r["ticks_per_s"] for r in peer_mem]),
-                                    "runs": peer_mem},
-        "ratio_vs_quix": rate["median"] / peer_rate["median"],
+                                    "runs": peer_mem} if peer_mem else None,
+        "ratio_vs_quix": rate["median"] / peer_rate["median"] if peer_rate else None,
         "ratio_vs_aiokafka_drain": rate["median"] / floor_rate["median"],
     }
     if check_state:
