@@ -109,9 +109,11 @@ class RollingState:
         if len(data) != want:
             raise ValueError(f"rolling state of {len(data)} bytes, expected {want}")
         pos = _HEAD.size
-        ts = np.frombuffer(data, "<i8", m, pos).astype(np.int64)
-        prob = np.frombuffer(data, "<f8", m, pos + 8 * m).astype(np.float64)
-        vol = np.frombuffer(data, "<f8", mv, pos + 16 * m).astype(np.float64)
+        # read-only views of ``data`` (little-endian, as numpy's native types here); the
+        # state is never changed in place, update_many builds new arrays
+        ts = np.frombuffer(data, np.int64, m, pos)
+        prob = np.frombuffer(data, np.float64, m, pos + 8 * m)
+        vol = np.frombuffer(data, np.float64, mv, pos + 16 * m)
         return cls(ts, prob, vol, e12, e26, sig, obv, num, den, n)
 
 

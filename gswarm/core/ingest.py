@@ -93,7 +93,7 @@ class MarketRecord:
         _, last_offset, n, count, has_latest = _HEAD.unpack_from(data)
         market, pos = _get_str(data, _HEAD.size)
         assert market is not None
-        recent = np.frombuffer(data, "<u8", count, pos).astype(np.uint64)
+        recent = np.frombuffer(data, np.uint64, count, pos)  # read-only view
         pos += 8 * count
         latest: dict[str, Any] = {}
         if has_latest:
@@ -159,8 +159,8 @@ def apply_batch(
     pos = 0
     for market, record, arrivals in work:
         rec = record if record is not None else MarketRecord(market)
-        seen = set(rec.recent.tolist())
-        seen.discard(0)
+        # a few arrivals (the common case) are compared with the recent ids directly
+        seen: set[int] | None = None if len(arrivals) <= 2 else set(rec.recent.tolist())
         fresh: list[tuple[int, Arrival, int]] = []  # (seq, arrival, bet hash)
         counted: list[Arrival] = []
         for a in arrivals:
@@ -169,11 +169,15 @@ def apply_batch(
             if a.offset <= rec.last_offset:
                 counted.append(a)
                 continue
-            if bet and bet in seen:
-                continue
-            counted.append(a)
             if bet:
-                seen.add(bet)
+                if seen is None:
+                    if bool((rec.recent == bet).any()) or any(bet == f[2] for f in fresh):
+                        continue
+                elif bet in seen:
+                    continue
+                else:
+                    seen.add(bet)
+            counted.append(a)
             fresh.append((seq_for(a.offset, a.index), a, bet))
         records.append(rec)
         fresh_all.append(fresh)

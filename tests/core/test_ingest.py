@@ -50,3 +50,17 @@ def test_record_round_trip() -> None:
     back = MarketRecord.decode(rec.encode())
     assert back.encode() == rec.encode()
     assert len(back.recent) == 200
+
+
+def test_duplicate_bets_within_one_batch_collapse_for_few_and_many_arrivals() -> None:
+    rec = apply_ticks(None, "m", [Arrival(0, 0, tick(1000, 0.1, "b0"))]).record
+    few = apply_ticks(rec, "m", [Arrival(1, 0, tick(2000, 0.2, "b1")),
+                                 Arrival(2, 0, tick(2000, 0.2, "b1"))])
+    many = apply_ticks(rec, "m", [Arrival(1, 0, tick(2000, 0.2, "b1")),
+                                  Arrival(2, 0, tick(2000, 0.2, "b1")),
+                                  Arrival(3, 0, tick(1000, 0.1, "b0")),
+                                  Arrival(4, 0, tick(3000, 0.3, None)),
+                                  Arrival(5, 0, tick(3000, 0.3, None))])
+    assert few.skipped == 1 and few.record.n == 2
+    assert many.skipped == 2 and many.record.n == 4  # ticks without an id always count
+    assert [a.offset for a in many.counted] == [1, 4, 5]
