@@ -41,6 +41,8 @@ def make_app(s: Settings) -> faust.App:
         # with data hold the next fetch back by up to 100 ms: 36k instead of 190k msgs/s).
         consumer_max_fetch_size=s.fetch_partition_bytes,
         broker_max_poll_records=None,
+        # the root logger back at the configured level once started (worker.py)
+        Worker="gswarm.stream.worker:Worker",
         web_enabled=True,
         web_host=s.web_host,
         web_bind=s.web_host,
