@@ -42,6 +42,13 @@ MAX_OFFSET = 10_000  # the API refuses deeper offsets
 _ID_FIELDS = ("transactionHash", "asset", "proxyWallet", "side", "price", "size", "timestamp")
 
 
+def check_condition_id(cid: str) -> None:
+    """Raise :class:`FeedError` unless ``cid`` looks like a condition id (0x + 64 hex)."""
+    if not (cid.startswith("0x") and len(cid) == 66
+            and all(c in "0123456789abcdefABCDEF" for c in cid[2:])):
+        raise FeedError(f"polymarket: {cid!r} is not a condition id (0x + 64 hex digits)")
+
+
 def identify(trade: Any) -> tuple[str, int]:
     """(trade id, event time ms); :class:`BadRow` if the trade lacks what tells it apart."""
     if not isinstance(trade, dict):
@@ -104,8 +111,7 @@ class PolymarketFeed:
         poll_s: float,
     ) -> None:
         for cid in markets:
-            if not (cid.startswith("0x") and len(cid) == 66):
-                raise FeedError(f"polymarket: {cid!r} is not a condition id (0x + 64 hex)")
+            check_condition_id(cid)
         self.api, self.delivery, self.sink = api, delivery, sink
         self.markets, self.poll_s = markets, poll_s
         self.known: set[str] = set()
