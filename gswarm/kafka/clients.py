@@ -44,13 +44,17 @@ class Acks:
         self._waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
 
     def track(self, future: asyncio.Future[Any]) -> None:
+        self._forget_acknowledged()  # so a block the watch never looked at stays small
         self._waiting.append((time.monotonic(), future))
 
     def longest_wait(self) -> float:
         """Seconds the oldest unacknowledged message has waited (0 when none waits)."""
+        self._forget_acknowledged()
+        return time.monotonic() - self._waiting[0][0] if self._waiting else 0.0
+
+    def _forget_acknowledged(self) -> None:
         while self._waiting and self._waiting[0][1].done():
             self._waiting.popleft()
-        return time.monotonic() - self._waiting[0][0] if self._waiting else 0.0
 
 
 @contextlib.asynccontextmanager
