@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from gswarm import cluster
 from gswarm.config import Settings
 from gswarm.kafka import topics
 from gswarm.kafka.broker import LocalBroker
@@ -98,17 +99,25 @@ def assert_fails(done: subprocess.CompletedProcess[str], code: int, words: list[
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """An environment with nothing running: broker, worker and local broker ports free."""
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment with nothing running: broker, worker and local broker ports free.
+
+    Should a `cluster up` start a supervisor after all (it must not), it is stopped by
+    the PID in its state file.
+    """
     base = {k: v for k, v in os.environ.items() if not k.startswith("GSWARM_")}
     libs = os.environ.get("GSWARM_KAFKA_LIBS")
-    return {**base, **({"GSWARM_KAFKA_LIBS": libs} if libs else {}),
-            "GSWARM_BROKER": f"127.0.0.1:{free_port()}", "GSWARM_WEB_PORT": str(free_port()),
-            "GSWARM_KAFKA_PORT": str(free_port()),
-            "GSWARM_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "GSWARM_DATA_DIR": str(tmp_path / "data"),
-            "GSWARM_KAFKA_DIR": str(tmp_path / "kafka"),
-            "GSWARM_KAFKA_TIMEOUT_S": str(TIMEOUT_S), "GSWARM_QUERY_TIMEOUT_S": "1"}
+    env = {**base, **({"GSWARM_KAFKA_LIBS": libs} if libs else {}),
+           "GSWARM_BROKER": f"127.0.0.1:{free_port()}", "GSWARM_WEB_PORT": str(free_port()),
+           "GSWARM_KAFKA_PORT": str(free_port()),
+           "GSWARM_KAFKA_CONTROLLER_PORT": str(free_port()),
+           "GSWARM_DATA_DIR": str(tmp_path / "data"),
+           "GSWARM_KAFKA_DIR": str(tmp_path / "kafka"),
+           "GSWARM_KAFKA_TIMEOUT_S": str(TIMEOUT_S), "GSWARM_QUERY_TIMEOUT_S": "1"}
+    yield env
+    started = cluster.down(Settings.from_env({k: v for k, v in env.items()
+                                              if k.startswith("GSWARM_")}))
+    assert not started, "a failing `cluster up` left a supervisor running"
 
 
 @pytest.fixture
