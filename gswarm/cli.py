@@ -1,55 +1,114 @@
 """The ``gswarm`` command: local broker, topics, workers, feeds and queries.
 
 Global flags override the environment (see ``gswarm config``); each sub-command reads the
-resulting :class:`~gswarm.config.Settings` from the click context.
+resulting :class:`~gswarm.config.Settings` from the click context. Every failure ends the
+command with one line on stderr (``gswarm: error: ...``, see :mod:`gswarm.failures`) and
+a non-zero exit status: 1, 2 for a bad command line, 3 for topic drift, 130 if
+interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from gswarm.config import Settings, describe
-from gswarm.errors import GswarmError
+from gswarm.errors import BrokerError, ConfigError, TopicDriftError, WorkerError
+from gswarm.failures import explain, one_line, unexpected
 
 pass_settings = click.make_pass_decorator(Settings)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Whole(click.IntRange):
+    name = "whole number"  # click says "integer range", which puzzles more than it helps
+
+
+PORT = _Whole(1, 65535)
+POSITIVE = _Whole(min=1)
+
+
+class Failed(Exception):
+    """A command failed with ``error``; ``settings`` are those it ran with, if read."""
+
+    def __init__(self, error: Exception, settings: Settings | None) -> None:
+        super().__init__(str(error))
+        self.error, self.settings = error, settings
+
+
+class GswarmGroup(click.Group):
+    """The root group: an error escaping a command is passed on with its settings."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            raise Failed(exc, ctx.obj if isinstance(ctx.obj, Settings) else None) from exc
+
+
+@click.group(cls=GswarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--app-id", help="Overrides GSWARM_APP_ID.")
 @click.option("--broker", help="Overrides GSWARM_BROKER.")
-@click.option("--partitions", type=int, help="Overrides GSWARM_PARTITIONS.")
+@click.option("--partitions", type=POSITIVE, help="Overrides GSWARM_PARTITIONS.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides GSWARM_DATA_DIR.")
-@click.option("--web-port", type=int, help="Overrides GSWARM_WEB_PORT.")
+@click.option("--web-port", type=PORT, help="Overrides GSWARM_WEB_PORT.")
 @click.option("--lean/--no-lean", default=None, help="Overrides GSWARM_LEAN.")
-@click.option("--retention", "retention_s", type=float, help="Overrides GSWARM_RETENTION_S.")
+@click.option("--retention", "retention_s", type=click.FloatRange(min=0, min_open=True),
+              help="Overrides GSWARM_RETENTION_S.")
 @click.pass_context
 def cli(ctx: click.Context, /, **flags: Any) -> None:
     """Gswarm: real-time prediction-market intelligence on Kafka and Faust."""
     ctx.obj = Settings.from_env().override(**flags)
+    _quiet_kafka_client(ctx.obj)
 
 
 def main() -> None:
-    """Console entry point: domain errors print one clear line and exit 1."""
+    """Console entry point: every failure is one line on stderr and a non-zero status."""
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except GswarmError as exc:
-        click.echo(f"gswarm: error: {exc}", err=True)
-        sys.exit(1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(exc.format_message() + where, exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except Failed as failed:
+        error = explain(failed.error, failed.settings)
+        trace = failed.error if failed.settings is not None and failed.settings.traceback else None
+        if error is None:
+            _fail(unexpected(failed.error), 1, trace)
+        _fail(str(error), error.exit_code, trace)
+
+
+def _fail(message: str, code: int, trace: BaseException | None = None) -> NoReturn:
+    """Say ``message`` in one line on stderr (then ``trace``'s traceback) and exit."""
+    click.echo(f"gswarm: error: {one_line(message)}", err=True)
+    if trace is not None:
+        import traceback
+
+        traceback.print_exception(trace)
+    sys.exit(code)
+
+
+def _quiet_kafka_client(settings: Settings) -> None:
+    """aiokafka logs every failed connection attempt; a command reports Kafka failures
+    itself, in one line, so the client's own log is only shown at the debug level."""
+    import logging
+
+    if settings.log_level != "debug":
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @cli.command("config")
@@ -107,16 +166,19 @@ def kafka_down(settings: Settings) -> None:
 @kafka.command("status")
 @pass_settings
 def kafka_status(settings: Settings) -> None:
-    """Say whether the broker runs and answers; exit 1 if it does not."""
+    """Say whether the broker runs and answers; fail (exit 1) if it does not."""
     from gswarm.kafka.broker import LocalBroker
 
-    st = LocalBroker(settings).status()
+    broker = LocalBroker(settings)
+    st = broker.status()
     if not st.running:
-        click.echo(f"Kafka broker not running (would listen on {st.bootstrap})")
-        sys.exit(1)
-    state = "answering" if st.answering else "NOT answering"
-    click.echo(f"Kafka broker running: pid {st.pid}, {st.bootstrap}, {state}")
-    sys.exit(0 if st.answering else 1)
+        raise BrokerError(f"the local Kafka broker is not running (it would listen on "
+                          f"{st.bootstrap}): start it with `gswarm kafka up`")
+    if not st.answering:
+        raise BrokerError(f"the local Kafka broker runs (pid {st.pid}) but does not answer on "
+                          f"{st.bootstrap}: see {broker.logs}, or restart it (`gswarm kafka "
+                          "down`, then `gswarm kafka up`)")
+    click.echo(f"Kafka broker running: pid {st.pid}, {st.bootstrap}, answering")
 
 
 # -- topics ----------------------------------------------------------------------------------
@@ -139,9 +201,12 @@ def topics_apply(settings: Settings) -> None:
     for name in report.unchanged:
         click.echo(f"unchanged {name}")
     for line in report.drift:
-        click.echo(f"DRIFT     {line}", err=True)
+        click.echo(f"DRIFT     {line}")
     if report.drift:
-        sys.exit(3)
+        raise TopicDriftError(
+            f"{len(report.drift)} difference(s) between the broker and topics/topics.toml "
+            f"(DRIFT above; first: {report.drift[0]}): apply never changes an existing "
+            "topic; fix the declaration or settings, or delete the topic and apply again")
 
 
 @topics.command("list")
@@ -167,27 +232,40 @@ def topics_list(settings: Settings) -> None:
 @pass_settings
 def worker_cmd(settings: Settings, name: str) -> None:
     """Run one worker in the foreground (same as `faust -A gswarm.app worker -l info`)."""
-    import os
+    from gswarm.runner import WorkerProcess, preflight
 
-    from gswarm.runner import WorkerProcess
-
+    asyncio.run(preflight(settings, [settings.web_port]))
     wp = WorkerProcess(settings, name)
     wp.datadir.mkdir(parents=True, exist_ok=True)
     os.execvpe(wp.command()[0], wp.command(), {**os.environ, **settings.to_env()})
 
 
+def _finite(lowest: float, *, open_: bool = False) -> Callable[..., float]:
+    """A callback that accepts a finite number >= ``lowest`` (> with ``open_``): click's
+    FloatRange lets NaN through."""
+    rule = f"{'>' if open_ else '>='} {lowest:g}"
+
+    def check(ctx: click.Context, param: click.Parameter, value: float) -> float:
+        if not math.isfinite(value) or value < lowest or (open_ and value == lowest):
+            raise click.BadParameter(f"{value} is not a finite number {rule}")
+        return value
+
+    return check
+
+
 @cli.command("run")
-@click.option("--markets", default=500, show_default=True, help="Synthetic markets.")
-@click.option("--rate", default=2000.0, show_default=True, help="Synthetic ticks per second.")
+@click.option("--markets", default=500, show_default=True, type=POSITIVE,
+              help="Synthetic markets.")
+@click.option("--rate", default=2000.0, show_default=True, callback=_finite(0, open_=True),
+              help="Synthetic ticks per second.")
 @click.option("--seed", default=1, show_default=True)
 @pass_settings
 def run_cmd(settings: Settings, markets: int, rate: float, seed: int) -> None:
     """The main job: local broker, topics, a lean worker, the synthetic feed (Ctrl-C stops)."""
-    from gswarm.feeds.producer import produce
     from gswarm.feeds.synthetic import synthetic_ticks
     from gswarm.kafka.broker import LocalBroker
     from gswarm.kafka.topics import apply
-    from gswarm.runner import WorkerProcess
+    from gswarm.runner import WorkerProcess, preflight
 
     _interrupt_on_signals()
     broker = LocalBroker(settings)
@@ -195,6 +273,7 @@ def run_cmd(settings: Settings, markets: int, rate: float, seed: int) -> None:
     click.echo(f"kafka: {'started' if started else 'already running'} on {broker.bootstrap}")
     report = asyncio.run(apply(settings))
     click.echo(f"topics: created {report.created or 'none'}; drift {report.drift or 'none'}")
+    asyncio.run(preflight(settings, [settings.web_port]))  # also: partition counts drifted
     worker = WorkerProcess(settings, "worker")
     worker.start()
     click.echo(f"worker: pid {worker.pid}, log {worker.log_path}; waiting for partitions...")
@@ -203,7 +282,7 @@ def run_cmd(settings: Settings, markets: int, rate: float, seed: int) -> None:
         click.echo(f"worker: ready, API on {settings.web_url}/api/stats")
         click.echo(f"feed: synthetic, {markets} markets at {rate:.0f} ticks/s (Ctrl-C stops)")
         ticks = synthetic_ticks(markets, 10**12, seed, rate=rate)
-        asyncio.run(_until_signal(produce(settings.broker, settings.tick_topic, ticks, rate=rate)))
+        asyncio.run(_until_signal(_produce(settings, ticks, rate=rate)))
     except KeyboardInterrupt:
         click.echo("stopping")
     finally:
@@ -248,58 +327,71 @@ def feed() -> None:
     """Kafka producers of ticks."""
 
 
+async def _produce(settings: Settings, ticks: Any, **options: Any) -> Any:
+    """Send ticks to the tick topic (once it is there, with the right partitions)."""
+    from gswarm.feeds.producer import produce
+    from gswarm.kafka.topics import require
+
+    await require(settings, ["ticks"])
+    return await produce(settings.broker, settings.tick_topic, ticks,
+                         timeout_s=settings.kafka_timeout_s, **options)
+
+
 @feed.command("synthetic")
-@click.option("--markets", default=1000, show_default=True)
-@click.option("--rate", default=0.0, show_default=True, help="Ticks per second (0: max).")
-@click.option("--count", default=100_000, show_default=True)
+@click.option("--markets", default=1000, show_default=True, type=POSITIVE)
+@click.option("--rate", default=0.0, show_default=True, callback=_finite(0),
+              help="Ticks per second (0: max).")
+@click.option("--count", default=100_000, show_default=True, type=_Whole(min=0))
 @click.option("--seed", default=1, show_default=True)
-@click.option("--array", "array_size", default=1, show_default=True,
+@click.option("--array", "array_size", default=1, show_default=True, type=POSITIVE,
               help="Ticks per message (arrays of one market's ticks).")
 @pass_settings
 def feed_synthetic(
     settings: Settings, markets: int, rate: float, count: int, seed: int, array_size: int
 ) -> None:
     """Seeded synthetic ticks: Zipf-skewed markets, bounded random walks."""
-    from gswarm.feeds.producer import produce
     from gswarm.feeds.synthetic import synthetic_ticks
 
     ticks = synthetic_ticks(markets, count, seed, rate=rate or 1000.0)
-    summary = asyncio.run(produce(
-        settings.broker, settings.tick_topic, ticks, rate=rate or None,
-        array_size=array_size, total=count,
-    ))
+    summary = asyncio.run(_produce(settings, ticks, rate=rate or None,
+                                   array_size=array_size, total=count))
     click.echo(str(summary))
 
 
 @feed.command("replay")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--market", help="Market id (required for a CSV export, which has none).")
-@click.option("--speedup", default=0.0, show_default=True,
+@click.option("--speedup", default=0.0, show_default=True, callback=_finite(0),
               help="Replay speed relative to the original (0: as fast as possible).")
 @pass_settings
 def feed_replay(settings: Settings, path: Path, market: str | None, speedup: float) -> None:
     """Replay a Manifold bets file (CSV export or JSON bets) in original order."""
-    from gswarm.feeds.producer import produce
     from gswarm.feeds.replay import paced, read_bets
 
     result = read_bets(path, market)
     for line, reason in result.errors:
         click.echo(f"{path}:{line}: skipped: {reason}", err=True)
-    summary = asyncio.run(produce(
-        settings.broker, settings.tick_topic, paced(result.ticks, speedup),
-        total=len(result.ticks),
-    ))
+    summary = asyncio.run(_produce(settings, paced(result.ticks, speedup),
+                                   total=len(result.ticks)))
     click.echo(f"{summary}; {result.skipped} bets skipped (redemptions, unfilled orders), "
                f"{len(result.errors)} bad rows")
 
 
 def _live_options(name: str, all_markets: bool, markets: str | None,
-                  cursor_file: Path | None) -> Any:
+                  cursor_file: Path | None, check: Callable[[str], None] | None = None) -> Any:
+    """The feed's options; a bad choice (``check`` judges each market) is a usage error."""
+    from gswarm.errors import FeedError
     from gswarm.feeds.manifold import Watch
     from gswarm.feeds.runner import FeedOptions
 
     names = tuple(m.strip() for m in (markets or "").split(",") if m.strip())
-    return FeedOptions(name, Watch(all_markets, names), cursor_file)
+    try:
+        for market in names:
+            if check is not None:
+                check(market)
+        return FeedOptions(name, Watch(all_markets, names), cursor_file)
+    except FeedError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _live_flags(default_name: str) -> Callable[[F], F]:
@@ -344,9 +436,10 @@ def feed_polymarket(settings: Settings, all_markets: bool, markets: str | None, 
 
     --markets takes condition ids (0x...). A restarted feed resumes from its cursor.
     """
+    from gswarm.feeds.polymarket import check_condition_id
     from gswarm.feeds.runner import run_polymarket
 
-    options = _live_options(name, all_markets, markets, cursor_file)
+    options = _live_options(name, all_markets, markets, cursor_file, check_condition_id)
     _logging(settings)
     asyncio.run(_until_signal(run_polymarket(settings, options)))
 
@@ -357,7 +450,6 @@ def _logging(settings: Settings) -> None:
     level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings.log_level,
                                                          settings.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -371,14 +463,50 @@ def _ask(settings: Settings, path: str, **params: Any) -> None:
 
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     url = f"{settings.web_url}{path}" + (f"?{query}" if query else "")
+    start = ("start one (`gswarm worker`, `gswarm run` or `gswarm cluster up`) or point "
+             "--web-port / GSWARM_WEB_PORT at a running one")
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            click.echo(json.dumps(json.loads(resp.read()), indent=2))
+        with urllib.request.urlopen(url, timeout=settings.query_timeout_s) as resp:
+            body = resp.read()
     except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        raise GswarmError(f"{exc.code} from {url}: {body}") from None
+        raise WorkerError(f"the worker answered {exc.code} to {url}: "
+                          f"{_error_of(exc.read())}") from None
     except urllib.error.URLError as exc:
-        raise GswarmError(f"no worker answers at {settings.web_url} ({exc.reason})") from None
+        if isinstance(exc.reason, TimeoutError):
+            raise _no_answer(settings) from None
+        raise WorkerError(f"no worker answers at {settings.web_url} ({exc.reason}): "
+                          f"{start}") from None
+    except TimeoutError:
+        raise _no_answer(settings) from None
+    except OSError as exc:  # the connection broke while it answered
+        raise WorkerError(f"the worker at {settings.web_url} broke off its answer ({exc}): "
+                          "see its log, then ask again") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise WorkerError(f"what answers at {settings.web_url} is not a Gswarm worker (its "
+                          f"answer is not JSON): {start}") from None
+    click.echo(json.dumps(doc, indent=2))
+
+
+def _no_answer(settings: Settings) -> WorkerError:
+    return WorkerError(
+        f"the worker at {settings.web_url} did not answer within {settings.query_timeout_s:g} "
+        "s (GSWARM_QUERY_TIMEOUT_S): it may be starting, busy or stuck; see its log, then "
+        "ask again")
+
+
+def _error_of(body: bytes) -> str:
+    """The ``error`` of a worker's JSON error answer, else the start of the body."""
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return str(doc["error"])
+    return body[:200].decode(errors="replace")
 
 
 @cli.group()
@@ -449,7 +577,7 @@ def q_similar(settings: Settings, market: str, k: int, min_score: float) -> None
 
 @query.command("screen")
 @click.argument("component")
-@click.argument("op", type=click.Choice(["gt", "ge", "lt", "le"]))
+@click.argument("op", type=click.Choice(["gt", "ge", "lt", "le"]), metavar="OP")
 @click.argument("value", type=float)
 @pass_settings
 def q_screen(settings: Settings, component: str, op: str, value: float) -> None:
@@ -488,7 +616,7 @@ def cluster_group() -> None:
 
 
 @cluster_group.command("up")
-@click.option("--workers", "-n", default=2, show_default=True)
+@click.option("--workers", "-n", default=2, show_default=True, type=POSITIVE)
 @pass_settings
 def cluster_up(settings: Settings, workers: int) -> None:
     """Start the workers under a supervisor that restarts any that dies."""
@@ -512,13 +640,14 @@ def cluster_down(settings: Settings) -> None:
 @cluster_group.command("status")
 @pass_settings
 def cluster_status(settings: Settings) -> None:
-    """Which worker owns which partitions, standbys, the leader, consumer lag."""
+    """Which worker owns which partitions, standbys, the leader, consumer lag (fails if no
+    cluster runs)."""
     from gswarm import cluster
 
     rows = cluster.status(settings)
     if not rows:
-        click.echo("no cluster running")
-        sys.exit(1)
+        raise WorkerError(f"no cluster runs here (no state under {cluster.cluster_dir(settings)})"
+                          ": start one with `gswarm cluster up`")
     for row in rows:
         view = row["view"]
         head = f"{row['name']} pid {row['pid']} {'up' if row['alive'] else 'DOWN'}"
@@ -550,7 +679,7 @@ def bench_cmd(args: tuple[str, ...]) -> None:
     from gswarm.config import PROJECT_ROOT
 
     if not (PROJECT_ROOT / "bench" / "suite.py").is_file():
-        raise GswarmError(
+        raise ConfigError(
             f"gswarm bench needs a source checkout: no bench/suite.py under {PROJECT_ROOT}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}

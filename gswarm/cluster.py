@@ -10,6 +10,7 @@ workers; any worker left is stopped by its own PID after checking its command li
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from gswarm.config import Settings
-from gswarm.errors import GswarmError
-from gswarm.runner import WorkerProcess
+from gswarm.errors import WorkerError
+from gswarm.runner import WorkerProcess, preflight
 
 log = logging.getLogger("gswarm.cluster")
 
@@ -125,6 +126,8 @@ def up(settings: Settings, workers: int, timeout: float = 120.0) -> dict[str, An
     state = read_state(settings)
     if state and _is(state.get("supervisor"), "gswarm.cluster"):
         return state
+    asyncio.run(preflight(settings, [worker_settings(settings, i).web_port
+                                     for i in range(workers)]))
     if workers >= 2:  # standbys so a survivor promotes a warm replica
         settings = settings.override(lean=False)
     cluster_dir(settings).mkdir(parents=True, exist_ok=True)
@@ -138,12 +141,15 @@ def up(settings: Settings, workers: int, timeout: float = 120.0) -> dict[str, An
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise GswarmError(f"the supervisor exited; see {cluster_dir(settings)}")
+            raise WorkerError(f"the cluster's supervisor exited while starting: see "
+                              f"{cluster_dir(settings) / 'supervisor.log'}")
         state = read_state(settings)
         if state and _balanced(state, settings.partitions):
             return state
         time.sleep(0.5)
-    raise GswarmError(f"cluster not ready after {timeout:.0f}s; see {cluster_dir(settings)}")
+    raise WorkerError(f"the cluster did not take every partition within {timeout:.0f} s: "
+                      f"see the logs in {cluster_dir(settings)} (it keeps running: `gswarm "
+                      "cluster status`, `gswarm cluster down`)")
 
 
 def _balanced(state: dict[str, Any], partitions: int) -> bool:

@@ -44,6 +44,11 @@ class Settings:
         "GSWARM_BROKER", "127.0.0.1:9092",
         "Kafka bootstrap servers (host:port, comma separated).",
     )
+    kafka_timeout_s: float = _setting(
+        "GSWARM_KAFKA_TIMEOUT_S", 30.0,
+        "Commands' own Kafka clients (feeds, topics, cursors; not the workers): seconds to "
+        "wait for the broker to connect, answer or acknowledge before failing.",
+    )
     partitions: int = _setting(
         "GSWARM_PARTITIONS", 8,
         "Partitions of the tick topic (and so of every table): the number of shards.",
@@ -61,6 +66,10 @@ class Settings:
         "GSWARM_WEB_HOST", "127.0.0.1", "Address the worker's web server binds.",
     )
     web_port: int = _setting("GSWARM_WEB_PORT", 6066, "Port of the worker's web server.")
+    query_timeout_s: float = _setting(
+        "GSWARM_QUERY_TIMEOUT_S", 30.0,
+        "`gswarm query`: seconds to wait for the worker's answer before failing.",
+    )
     lean: bool = _setting(
         "GSWARM_LEAN", True,
         "Lean mode: one worker owns every partition, small RocksDB caches, no standbys.",
@@ -175,6 +184,11 @@ class Settings:
         "GSWARM_LOG_LEVEL", "info",
         "Log level of Gswarm processes: crit, error, warn, info or debug (Faust's names).",
     )
+    traceback: bool = _setting(
+        "GSWARM_TRACEBACK", False,
+        "Commands: after a failure's one-line message, print the Python traceback too (for "
+        "bug reports).",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,35 +216,39 @@ class Settings:
 
     def validated(self) -> Settings:
         """Check ranges; raise :class:`ConfigError` naming the variable on a bad value."""
+        port = "a port number, 1 to 65535"
         checks = [
-            ("partitions", self.partitions >= 1),
-            ("replication", self.replication >= 1),
-            ("batch_runs", self.batch_runs >= 0),
-            ("fetch_partition_bytes", self.fetch_partition_bytes >= 1024),
-            ("fetch_wait_ms", 1 <= self.fetch_wait_ms <= 30_000),
-            ("batch_within_s", self.batch_within_s > 0),
-            ("rocksdb_memory_mb", self.rocksdb_memory_mb >= 8),
-            ("commit_interval_s", self.commit_interval_s > 0),
-            ("retention_s", self.retention_s > 0),
-            ("prune_interval_s", self.prune_interval_s > 0),
-            ("web_port", 0 < self.web_port < 65536),
-            ("kafka_port", 0 < self.kafka_port < 65536),
-            ("kafka_controller_port", 0 < self.kafka_controller_port < 65536),
-            ("max_message_bytes", self.max_message_bytes >= 1024),
-            ("log_level", self.log_level in LOG_LEVELS),
-            ("manifold_rpm", self.manifold_rpm > 0),
-            ("polymarket_rpm", self.polymarket_rpm > 0),
-            ("feed_poll_s", self.feed_poll_s > 0),
-            ("feed_ping_s", 0 < self.feed_ping_s <= 30),
-            ("feed_backfill_s", self.feed_backfill_s >= 0),
-            ("feed_window_s", self.feed_window_s >= 0),
-            ("feed_meta_refresh_s", self.feed_meta_refresh_s > 0),
-            ("feed_retry_s", self.feed_retry_s > 0),
+            ("kafka_timeout_s", self.kafka_timeout_s > 0, "> 0"),
+            ("partitions", self.partitions >= 1, ">= 1"),
+            ("replication", self.replication >= 1, ">= 1"),
+            ("batch_runs", self.batch_runs >= 0, ">= 0"),
+            ("fetch_partition_bytes", self.fetch_partition_bytes >= 1024, ">= 1024"),
+            ("fetch_wait_ms", 1 <= self.fetch_wait_ms <= 30_000, "in [1, 30000]"),
+            ("batch_within_s", self.batch_within_s > 0, "> 0"),
+            ("rocksdb_memory_mb", self.rocksdb_memory_mb >= 8, ">= 8"),
+            ("commit_interval_s", self.commit_interval_s > 0, "> 0"),
+            ("retention_s", self.retention_s > 0, "> 0"),
+            ("prune_interval_s", self.prune_interval_s > 0, "> 0"),
+            ("web_port", 0 < self.web_port < 65536, port),
+            ("query_timeout_s", self.query_timeout_s > 0, "> 0"),
+            ("kafka_port", 0 < self.kafka_port < 65536, port),
+            ("kafka_controller_port", 0 < self.kafka_controller_port < 65536, port),
+            ("max_message_bytes", self.max_message_bytes >= 1024, ">= 1024"),
+            ("log_level", self.log_level in LOG_LEVELS, "one of " + ", ".join(LOG_LEVELS)),
+            ("manifold_rpm", self.manifold_rpm > 0, "> 0"),
+            ("polymarket_rpm", self.polymarket_rpm > 0, "> 0"),
+            ("feed_poll_s", self.feed_poll_s > 0, "> 0"),
+            ("feed_ping_s", 0 < self.feed_ping_s <= 30, "> 0 and <= 30"),
+            ("feed_backfill_s", self.feed_backfill_s >= 0, ">= 0"),
+            ("feed_window_s", self.feed_window_s >= 0, ">= 0"),
+            ("feed_meta_refresh_s", self.feed_meta_refresh_s > 0, "> 0"),
+            ("feed_retry_s", self.feed_retry_s > 0, "> 0"),
         ]
-        for name, ok in checks:
-            if not ok:
+        for name, ok, rule in checks:
+            if not ok:  # NaN fails every comparison, so it lands here too
                 env = _field(name).metadata["env"]
-                raise ConfigError(f"{env}={getattr(self, name)!r} is out of range")
+                raise ConfigError(f"{env}={getattr(self, name)!r} is out of range: it must "
+                                  f"be {rule}")
         return self
 
     def to_env(self) -> dict[str, str]:
@@ -281,18 +299,23 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+_KINDS = {bool: "one of 1/0, true/false, yes/no, on/off", int: "a whole number",
+          float: "a number"}
+
+
 def _parse(env: str, raw: str, typ: type[Any]) -> Any:
     try:
         if typ is bool:
             low = raw.strip().lower()
             if low not in _TRUE | _FALSE:
-                raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+                raise ValueError(raw)
             return low in _TRUE
         if issubclass(typ, Path):
             return Path(raw).expanduser().resolve()
         return typ(raw)
     except ValueError as exc:
-        raise ConfigError(f"{env}={raw!r}: {exc}") from exc
+        kind = _KINDS.get(typ, f"a {typ.__name__}")
+        raise ConfigError(f"{env}={raw!r} is not {kind}: fix or unset it") from exc
 
 
 def describe() -> list[tuple[str, str, str]]:

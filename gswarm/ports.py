@@ -12,6 +12,8 @@ import random
 import socket
 from pathlib import Path
 
+from gswarm.errors import PortInUseError
+
 LOWEST = 20_000
 
 
@@ -47,3 +49,19 @@ def free_port(span: int = 1, rng: random.Random | None = None) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def require_free(host: str, port: int, what: str, setting: str) -> None:
+    """Raise :class:`PortInUseError` if a server could not listen on ``host:port``.
+
+    Servers set ``SO_REUSEADDR``, so the probe does too: a port only held by connections
+    closing (TIME_WAIT) is free for them; one another process listens on is not.
+    """
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}; stop what "
+                f"holds the port or choose another one with {setting}") from None

@@ -15,11 +15,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from gswarm.config import Settings
-from gswarm.errors import GswarmError
+from gswarm.errors import WorkerError
+from gswarm.kafka import topics
+from gswarm.ports import require_free
+
+
+async def preflight(settings: Settings, ports: Iterable[int]) -> None:
+    """What workers need before they start, checked so a command fails at once and says
+    why (a Faust worker would wait for its broker, or die on a port, in its log): the web
+    ``ports`` free, the broker answering, each declared topic there with its partitions."""
+    for port in ports:
+        require_free(settings.web_host, port, "a worker's web server",
+                     "--web-port / GSWARM_WEB_PORT")
+    await topics.require(settings)
 
 
 class WorkerProcess:
@@ -74,14 +87,16 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise GswarmError(f"worker {self.name} exited; see {self.log_path}")
+                raise WorkerError(f"worker {self.name} exited while starting: see "
+                                  f"{self.log_path}")
             try:
                 if len(self.get("/api/health", timeout=2)["partitions"]) >= want:
                     return
             except (OSError, urllib.error.URLError, ValueError, KeyError):
                 pass
             time.sleep(0.3)
-        raise GswarmError(f"worker {self.name} not ready after {timeout:.0f}s; {self.log_path}")
+        raise WorkerError(f"worker {self.name} did not take its partitions within "
+                          f"{timeout:.0f} s: see {self.log_path}")
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``: always by this process's own PID."""

@@ -18,7 +18,9 @@ as one JSON document, after the items they cover are acknowledged by Kafka:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +29,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gswarm.errors import FeedError
+from gswarm.kafka.clients import stop_within, stopped_answering
 
 
 @dataclass
@@ -82,6 +85,10 @@ class CursorStore(Protocol):
     async def close(self) -> None: ...
 
 
+FIX = ("give another --cursor-file, or delete this one (a feed without a cursor starts "
+       "GSWARM_FEED_BACKFILL_S back)")
+
+
 class FileCursors:
     """Cursors in a local JSON file (written to a temporary file, then renamed)."""
 
@@ -98,9 +105,9 @@ class FileCursors:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise FeedError(f"{self.path}: the cursor file is not JSON: {exc}") from exc
+            raise FeedError(f"{self.path}: the cursor file is not JSON ({exc}): {FIX}") from exc
         if not isinstance(doc, dict):
-            raise FeedError(f"{self.path}: the cursor file is not a JSON object")
+            raise FeedError(f"{self.path}: the cursor file is not a JSON object: {FIX}")
         return doc
 
     async def save(self, doc: dict[str, Any]) -> None:
@@ -117,17 +124,27 @@ class FileCursors:
 
 
 class KafkaCursors:
-    """Cursors in a compacted Kafka topic, one message per feed (key = the feed's name)."""
+    """Cursors in a compacted Kafka topic, one message per feed (key = the feed's name).
 
-    def __init__(self, bootstrap: str, topic: str, name: str) -> None:
+    Loading and saving each fail with :class:`~gswarm.errors.KafkaUnreachable` if the
+    broker does not answer within ``timeout_s``.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, name: str, timeout_s: float = 30.0) -> None:
         self.bootstrap, self.topic, self.key = bootstrap, topic, name.encode()
+        self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
 
     async def load(self) -> dict[str, Any]:
         """The last document saved under this feed's key (reads the topic to its end)."""
+        async with self._answered():
+            return await self._load()
+
+    async def _load(self) -> dict[str, Any]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
+            request_timeout_ms=int(self.timeout_s * 1000),
         )
         await consumer.start()
         try:
@@ -150,7 +167,7 @@ class KafkaCursors:
                         if record.key == self.key:
                             last = record.value
         finally:
-            await consumer.stop()
+            await stop_within(consumer, self.timeout_s)
         if last is None:
             return {}
         doc = orjson.loads(last)
@@ -159,15 +176,26 @@ class KafkaCursors:
         return doc
 
     async def save(self, doc: dict[str, Any]) -> None:
-        if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-            )
-            await self._producer.start()
-        await self._producer.send_and_wait(self.topic, key=self.key, value=orjson.dumps(doc))
+        async with self._answered():
+            if self._producer is None:
+                self._producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                )
+                await self._producer.start()
+            await self._producer.send_and_wait(self.topic, key=self.key,
+                                               value=orjson.dumps(doc))
 
     async def close(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
+            await stop_within(self._producer, self.timeout_s)
             self._producer = None
+
+    @contextlib.asynccontextmanager
+    async def _answered(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                yield
+        except TimeoutError:
+            raise stopped_answering(self.bootstrap, self.timeout_s) from None
 

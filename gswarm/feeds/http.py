@@ -95,7 +95,8 @@ class JsonApi:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 wait, problem = None, f"{type(exc).__name__}: {exc}"
             if attempt == self.retries:
-                raise FeedError(f"GET {url} failed {attempt + 1} times; last: {problem}")
+                raise FeedError(f"GET {url} failed {attempt + 1} times (last: {problem}): "
+                                "check the network, or the API's address setting")
             delay = wait if wait is not None else backoff(attempt, self.backoff_s,
                                                           self.backoff_cap_s)
             self.stats.retries += 1

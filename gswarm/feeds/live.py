@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -46,6 +46,21 @@ class FeedStats:
 
 Identify = Callable[[Any], tuple[str, int]]  # item -> (id, event time ms); raises BadRow
 ToTick = Callable[[Any], Tick | None]  # raises BadRow
+T = TypeVar("T")
+
+
+def oldest_first(listing: Iterable[T], time_of: Callable[[T], float]) -> list[T]:
+    """An API's newest-first listing (its pages in the order read), oldest first.
+
+    The listing is reversed, so items that share a time come out in the API's order
+    backwards: the newest of a second (listed first) is delivered last and becomes its
+    market's latest tick. A stable sort by ``time_of`` then only moves an item that was
+    out of time order (pages that shifted while they were read); ties stay as reversed.
+    """
+    items = list(listing)
+    items.reverse()
+    items.sort(key=time_of)
+    return items
 
 
 class Delivery:

@@ -35,7 +35,7 @@ import orjson
 from gswarm.core.meta import MarketMeta, parse_meta
 from gswarm.errors import FeedError, TickError
 from gswarm.feeds.http import JsonApi, NotFound, backoff
-from gswarm.feeds.live import GLOBAL, Delivery, run_all
+from gswarm.feeds.live import GLOBAL, Delivery, oldest_first, run_all
 from gswarm.feeds.replay import BadRow, bet_tick
 from gswarm.feeds.sink import Sink
 
@@ -60,7 +60,9 @@ class ManifoldApi:
 
         Pages newest first; each next page asks for bets before the oldest time seen plus
         one ms, so bets sharing that millisecond are read again and de-duplicated by id
-        rather than skipped (the API's time bounds are strict).
+        rather than skipped (the API's time bounds are strict). The bets come back in the
+        API's order reversed, so bets of one millisecond keep its order backwards (the
+        newest, listed first, is the last).
         """
         params: dict[str, str | int] = {"limit": PAGE}
         if since_ms > 0:
@@ -87,7 +89,7 @@ class ManifoldApi:
                             PAGE, oldest)
                 step = oldest
             before = step
-        return sorted(found.values(), key=_created)
+        return oldest_first(found.values(), _created)
 
     async def markets_updated_since(self, since_ms: int) -> list[Any]:
         """Markets (LiteMarket: no answers) updated at or after ``since_ms``, newest first.

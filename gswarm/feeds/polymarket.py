@@ -3,7 +3,10 @@
 ``GET /trades`` (newest first, ``limit``/``offset`` pages, ``market`` = comma-separated
 condition ids for a watch list) is polled every ``GSWARM_FEED_POLL_S``; a poll reads pages
 until it reaches trades older than the cursor's window, so a burst between polls is not
-missed. One tick per trade:
+missed. A poll's trades are delivered in the API's order reversed, oldest first: the
+timestamps are whole seconds, and within one second the API's order is the only one
+there is, so the trade it lists first is the last tick, its market's latest. One tick per
+trade:
 
 * ``market`` = ``<conditionId>:<outcome>`` (each outcome token is its own price series),
 * ``prob`` = ``price`` (the price of that outcome's share, in [0, 1]),
@@ -27,7 +30,7 @@ from typing import Any
 from gswarm.core.meta import MarketMeta
 from gswarm.errors import FeedError
 from gswarm.feeds.http import JsonApi
-from gswarm.feeds.live import GLOBAL, Delivery
+from gswarm.feeds.live import GLOBAL, Delivery, oldest_first
 from gswarm.feeds.replay import BadRow
 from gswarm.feeds.sink import Sink
 
@@ -37,6 +40,13 @@ SOURCE = "polymarket"
 PAGE = 500
 MAX_OFFSET = 10_000  # the API refuses deeper offsets
 _ID_FIELDS = ("transactionHash", "asset", "proxyWallet", "side", "price", "size", "timestamp")
+
+
+def check_condition_id(cid: str) -> None:
+    """Raise :class:`FeedError` unless ``cid`` looks like a condition id (0x + 64 hex)."""
+    if not (cid.startswith("0x") and len(cid) == 66
+            and all(c in "0123456789abcdefABCDEF" for c in cid[2:])):
+        raise FeedError(f"polymarket: {cid!r} is not a condition id (0x + 64 hex digits)")
 
 
 def identify(trade: Any) -> tuple[str, int]:
@@ -101,8 +111,7 @@ class PolymarketFeed:
         poll_s: float,
     ) -> None:
         for cid in markets:
-            if not (cid.startswith("0x") and len(cid) == 66):
-                raise FeedError(f"polymarket: {cid!r} is not a condition id (0x + 64 hex)")
+            check_condition_id(cid)
         self.api, self.delivery, self.sink = api, delivery, sink
         self.markets, self.poll_s = markets, poll_s
         self.known: set[str] = set()
@@ -140,7 +149,7 @@ class PolymarketFeed:
                             "oldest may be missed (poll more often)", MAX_OFFSET)
                 break
             offset += PAGE
-        trades.sort(key=lambda t: t.get("timestamp", 0) if isinstance(t, dict) else 0)
+        trades = oldest_first(trades, _timestamp)
         self.polls += 1
         ticks = await self.delivery.deliver(GLOBAL, trades, identify, to_tick)
         now = int(time.time() * 1000)
@@ -154,6 +163,11 @@ class PolymarketFeed:
             self.stats.metas += len(fresh)
             self.known |= fresh
         return len(ticks)
+
+
+def _timestamp(trade: Any) -> float:
+    ts = trade.get("timestamp") if isinstance(trade, dict) else None
+    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0.0
 
 
 def _maps(trade: dict[str, Any]) -> str | None:

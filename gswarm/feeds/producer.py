@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from gswarm.errors import FeedError
 from gswarm.feeds.synthetic import MarketBatcher, batch_by_market, market_of
+from gswarm.kafka.clients import Acks, acked_within, stop_within
 
 Tick = dict[str, Any]
 Batch = tuple[str, list[Tick]]
@@ -83,41 +84,48 @@ async def produce(
     array_size: int = 1,
     progress: bool = True,
     total: int | None = None,
+    timeout_s: float = 30.0,
 ) -> ProduceSummary:
     """Send ``ticks`` to ``topic`` and wait until every message is acknowledged.
 
     ``rate`` limits the flow in ticks per second (``None``: as fast as possible);
     ``array_size > 1`` packs consecutive ticks of one market into JSON arrays (see
     :func:`gswarm.feeds.synthetic.batch_by_market`); ``progress`` shows a tqdm bar on stderr
-    (``total`` ticks, if known). The producer is idempotent with ``acks="all"``.
+    when it is a terminal (``total`` ticks, if known). The producer is idempotent with
+    ``acks="all"``. A broker that does not answer, or leaves a message unacknowledged, for
+    ``timeout_s`` ends it with :class:`~gswarm.errors.KafkaUnreachable`.
     """
     batches = _batches(ticks, array_size)
     bucket = TokenBucket(rate) if rate is not None else None
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144, acks="all",
-        enable_idempotence=True,
+        enable_idempotence=True, request_timeout_ms=int(timeout_s * 1000),
     )
     bar = tqdm(total=total, unit="tick", unit_scale=True, file=sys.stderr,
-               disable=not progress, desc=topic, mininterval=0.5)
+               disable=None if progress else True, desc=topic, mininterval=0.5)
     started = time.perf_counter()
     messages = sent = 0
+    acks = Acks()
     try:
         await producer.start()
         pending: deque[asyncio.Future[Any]] = deque()
-        async for market, batch in batches:
-            if bucket is not None:
-                await bucket.take(len(batch))
-            pending.append(await producer.send(topic, key=market.encode(), value=_value(batch)))
-            messages += 1
-            sent += len(batch)
-            bar.update(len(batch))
-            if messages % PRUNE_EVERY == 0:
-                _prune(pending)
-        await asyncio.gather(*pending)
+        async with acked_within(acks, timeout_s, bootstrap):
+            async for market, batch in batches:
+                if bucket is not None:
+                    await bucket.take(len(batch))
+                future = await producer.send(topic, key=market.encode(), value=_value(batch))
+                pending.append(future)
+                acks.track(future)
+                messages += 1
+                sent += len(batch)
+                bar.update(len(batch))
+                if messages % PRUNE_EVERY == 0:
+                    _prune(pending)
+            await asyncio.gather(*pending)
     finally:
         bar.close()
         await batches.aclose()
-        await producer.stop()
+        await stop_within(producer, timeout_s)
     seconds = time.perf_counter() - started
     return ProduceSummary(messages, sent, seconds, sent / seconds if seconds > 0 else 0.0)
 

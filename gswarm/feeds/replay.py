@@ -85,7 +85,8 @@ def read_bets(path: Path, market: str | None = None) -> ReplayResult:
     text = _read_text(path)
     head = text.lstrip()
     if not head:
-        raise FeedError(f"{path}: the file is empty")
+        raise FeedError(f"{path}: the file is empty (expected Manifold bets: a CSV export, "
+                        "a JSON array or JSON lines)")
     if head[0] == "[":
         return _from_json(_json_array_items(text, path), market)
     if head[0] == "{":

@@ -11,21 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka.errors import KafkaError
 
 from gswarm.config import Settings
-from gswarm.errors import FeedError
 from gswarm.feeds.cursor import CursorStore, FileCursors, KafkaCursors
 from gswarm.feeds.http import JsonApi
 from gswarm.feeds.live import Delivery, FeedStats
 from gswarm.feeds.manifold import ManifoldApi, ManifoldFeed, Watch
 from gswarm.feeds.polymarket import PolymarketFeed
 from gswarm.feeds.sink import KafkaSink
+from gswarm.kafka import topics
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "gswarm-feed (+https://github.com/gswarm)"
 STATS_EVERY_S = 30.0
+FEED_TOPICS = ("ticks", "deadletters")  # what every live feed writes
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,17 @@ class FeedOptions:
 async def _plumbing(settings: Settings, options: FeedOptions) -> AsyncIterator[
     tuple[aiohttp.ClientSession, KafkaSink, CursorStore]
 ]:
-    sink = KafkaSink(settings.broker, settings.tick_topic, settings.deadletter_topic)
+    """The HTTP session, the Kafka sink and the cursor store of a live feed, once the
+    topics it writes are there (a Kafka failure is the command's to report: the cursor
+    never moves past anything Kafka did not acknowledge)."""
+    await topics.require(settings, FEED_TOPICS if options.cursor_file else (
+        *FEED_TOPICS, "feed-cursors"))
+    timeout_s = settings.kafka_timeout_s
+    sink = KafkaSink(settings.broker, settings.tick_topic, settings.deadletter_topic,
+                     timeout_s)
     cursors: CursorStore = (FileCursors(options.cursor_file) if options.cursor_file
                             else KafkaCursors(settings.broker, settings.cursor_topic,
-                                              options.name))
+                                              options.name, timeout_s))
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         try:
             await sink.start()
@@ -52,9 +59,6 @@ async def _plumbing(settings: Settings, options: FeedOptions) -> AsyncIterator[
                 yield session, sink, cursors
             finally:
                 await cursors.close()
-        except KafkaError as exc:
-            raise FeedError(f"Kafka at {settings.broker} failed: {exc} (the cursor was not "
-                            "moved past anything Kafka did not acknowledge)") from exc
         finally:
             await sink.stop()
 

@@ -11,6 +11,7 @@ dropped. :meth:`KafkaSink.flush` returns once everything sent is acknowledged
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from gswarm.core.meta import CONTROL_OP, MarketMeta
 from gswarm.core.ticks import CONTROL_HEADER
+from gswarm.kafka.clients import Acks, acked_within, stop_within
 
 Tick = dict[str, Any]
 
@@ -43,32 +45,41 @@ class SinkStats:
 
 
 class KafkaSink:
-    """An idempotent ``acks=all`` producer to the tick and dead-letter topics."""
+    """An idempotent ``acks=all`` producer to the tick and dead-letter topics.
 
-    def __init__(self, bootstrap: str, tick_topic: str, deadletter_topic: str) -> None:
+    A broker that leaves a message unacknowledged for ``timeout_s`` fails the send or
+    flush waiting on it with :class:`~gswarm.errors.KafkaUnreachable`.
+    """
+
+    def __init__(self, bootstrap: str, tick_topic: str, deadletter_topic: str,
+                 timeout_s: float = 30.0) -> None:
+        self.bootstrap, self.timeout_s = bootstrap, timeout_s
         self.tick_topic, self.deadletter_topic = tick_topic, deadletter_topic
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            request_timeout_ms=int(timeout_s * 1000),
         )
         self.pending: list[asyncio.Future[Any]] = []
+        self.acks = Acks()
         self.stats = SinkStats()
 
     async def start(self) -> None:
         await self.producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        await stop_within(self.producer, self.timeout_s)
 
     async def send_ticks(self, ticks: Iterable[Tick]) -> None:
-        for tick in ticks:
-            self.pending.append(await self.producer.send(
-                self.tick_topic, key=tick["market"].encode(), value=orjson.dumps(tick)))
-            self.stats.ticks += 1
+        async with self._acked():
+            for tick in ticks:
+                await self._send(self.tick_topic, tick["market"].encode(), orjson.dumps(tick))
+                self.stats.ticks += 1
 
     async def send_meta(self, meta: MarketMeta) -> None:
-        self.pending.append(await self.producer.send(
-            self.tick_topic, key=meta.market.encode(), value=orjson.dumps(meta.to_json()),
-            headers=[(CONTROL_HEADER, CONTROL_OP.encode())]))
+        async with self._acked():
+            await self._send(self.tick_topic, meta.market.encode(),
+                             orjson.dumps(meta.to_json()),
+                             [(CONTROL_HEADER, CONTROL_OP.encode())])
         self.stats.metas += 1
 
     async def dead_letter(self, raw: bytes, reason: str, detail: str, source: str) -> None:
@@ -77,11 +88,21 @@ class KafkaSink:
             ("gswarm-source", source.encode()),
             ("gswarm-time-ms", str(int(time.time() * 1000)).encode()),
         ]
-        self.pending.append(await self.producer.send(
-            self.deadletter_topic, value=raw, headers=headers))
+        async with self._acked():
+            await self._send(self.deadletter_topic, None, raw, headers)
         self.stats.dead_letters += 1
 
     async def flush(self) -> None:
         """Wait until everything sent so far is acknowledged (raises a send's error)."""
         pending, self.pending = self.pending, []
-        await asyncio.gather(*pending)
+        async with self._acked():
+            await asyncio.gather(*pending)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes,
+                    headers: list[tuple[str, bytes]] | None = None) -> None:
+        future = await self.producer.send(topic, key=key, value=value, headers=headers)
+        self.pending.append(future)
+        self.acks.track(future)
+
+    def _acked(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return acked_within(self.acks, self.timeout_s, self.bootstrap)

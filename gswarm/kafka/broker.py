@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gswarm.config import PROJECT_ROOT, Settings
 from gswarm.errors import BrokerError, MissingToolError
+from gswarm.ports import require_free
 
 KAFKA_MAIN = "kafka.Kafka"
 POM = PROJECT_ROOT / "docker" / "kafka" / "pom.xml"
@@ -88,10 +89,11 @@ class LocalBroker:
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not self.jars_present():
+            log = self._save_output("fetch.out", cmd, proc)
             raise BrokerError(
-                "fetching the Kafka jars failed: " + " ".join(cmd) + "\n"
-                + (proc.stdout + proc.stderr)[-4000:]
-            )
+                f"fetching the Kafka jars with Maven failed ({_last_line(proc)}): see {log}; "
+                "Maven needs to reach Maven Central (check the network or a proxy in "
+                "~/.m2/settings.xml)")
 
     # -- process ---------------------------------------------------------------------------
 
@@ -165,13 +167,27 @@ class LocalBroker:
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerError(f"formatting Kafka storage failed:\n{proc.stdout}{proc.stderr}")
+            log = self._save_output("format.out", cmd, proc)
+            raise BrokerError(f"formatting Kafka storage in {self.data} failed "
+                              f"({_last_line(proc)}): see {log}")
+
+    def _save_output(self, name: str, cmd: list[str], proc: subprocess.CompletedProcess[str]
+                     ) -> Path:
+        """Keep a failed tool's command line and output in the broker's logs folder."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / name
+        log.write_text(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+        return log
 
     def start(self, timeout: float = 90.0) -> bool:
         """Start the broker unless it runs; wait until it answers. True if it was started."""
         if self.pid() is not None:
             wait_until_answering(self.bootstrap, timeout)
             return False
+        s = self.settings
+        require_free("127.0.0.1", s.kafka_port, "the local Kafka broker", "GSWARM_KAFKA_PORT")
+        require_free("127.0.0.1", s.kafka_controller_port, "the local Kafka broker's "
+                     "controller", "GSWARM_KAFKA_CONTROLLER_PORT")
         self.fetch()
         self.write_properties()
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -186,12 +202,10 @@ class LocalBroker:
         self.pidfile.write_text(f"{proc.pid}\n")
         try:
             wait_until_answering(self.bootstrap, timeout, proc=proc)
-        except BrokerError:
+        except BrokerError as exc:
             self.stop()
-            raise BrokerError(
-                f"the broker did not answer on {self.bootstrap} within {timeout:.0f}s; "
-                f"last lines of {self.logs / 'kafka.out'}:\n{self._tail()}"
-            ) from None
+            raise BrokerError(f"the local Kafka broker did not start ({exc}): see "
+                              f"{self.logs / 'kafka.out'}") from None
         return True
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -219,12 +233,10 @@ class LocalBroker:
         answering = pid is not None and answers(self.bootstrap, timeout=5.0)
         return BrokerStatus(pid is not None, pid, answering, self.bootstrap)
 
-    def _tail(self, lines: int = 30) -> str:
-        try:
-            text = (self.logs / "kafka.out").read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last line a failed tool printed (its exit status if it printed nothing)."""
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[-1].strip() if lines else f"exit status {proc.returncode}"
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

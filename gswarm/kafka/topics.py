@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ class TopicSpec:
     replication: int
     configs: dict[str, str]
     doc: str = ""
+    short: str = ""  # the name declared, without the app id
+    default_partitions: bool = False  # partitions = "default": GSWARM_PARTITIONS
 
 
 @dataclass
@@ -65,7 +68,8 @@ def _spec(entry: dict[str, Any], settings: Settings, path: Path) -> TopicSpec:
     if "name" not in entry or unknown:
         raise TopicError(f"{path}: bad topic entry {entry!r} (unknown keys: {sorted(unknown)})")
     partitions = entry.get("partitions", "default")
-    partitions = settings.partitions if partitions == "default" else partitions
+    default = partitions == "default"
+    partitions = settings.partitions if default else partitions
     replication = entry.get("replication", settings.replication)
     if not isinstance(partitions, int) or partitions < 1 or not isinstance(replication, int):
         raise TopicError(f"{path}: topic {entry['name']!r} has a bad partition/replication")
@@ -76,16 +80,18 @@ def _spec(entry: dict[str, Any], settings: Settings, path: Path) -> TopicSpec:
         replication=replication,
         configs=configs,
         doc=entry.get("doc", ""),
+        short=entry["name"],
+        default_partitions=default,
     )
 
 
 async def apply(settings: Settings, specs: list[TopicSpec] | None = None) -> ApplyReport:
     """Create missing topics, compare existing ones with their declaration."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
     specs = load(settings) if specs is None else specs
     report = ApplyReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, request_timeout_ms=30000)
+    admin = _admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -173,13 +179,15 @@ def _drift(spec: TopicSpec, actual: dict[str, Any]) -> list[str]:
 
 
 async def describe_declared(
-    settings: Settings,
+    settings: Settings, names: Iterable[str] | None = None,
 ) -> list[tuple[TopicSpec, dict[str, Any] | None]]:
-    """Each declared topic with the broker's view of it (``None`` if missing)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    """Each declared topic (or those of ``names``, declared names such as ``"ticks"``) with
+    the broker's view of it (``None`` if missing)."""
     specs = load(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, request_timeout_ms=30000)
+    if names is not None:
+        wanted = set(names)
+        specs = [s for s in specs if s.short in wanted]
+    admin = _admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -188,3 +196,27 @@ async def describe_declared(
     finally:
         await admin.close()
     return [(s, described.get(s.name)) for s in specs]
+
+
+async def require(settings: Settings, names: Iterable[str] | None = None) -> None:
+    """Raise :class:`TopicError` unless each declared topic of ``names`` (default: all)
+    exists with its declared number of partitions (a command about to use them asks)."""
+    for spec, actual in await describe_declared(settings, names):
+        if actual is None:
+            raise TopicError(
+                f"topic {spec.name} does not exist on {settings.broker}: create the topics "
+                "with `gswarm topics apply` (same --app-id and --partitions)")
+        have = actual["partitions"]
+        if have != spec.partitions:
+            fix = (f"GSWARM_PARTITIONS (--partitions) is {spec.partitions}: run with "
+                   f"--partitions {have}, or delete" if spec.default_partitions
+                   else f"topics/topics.toml declares {spec.partitions}: delete")
+            raise TopicError(f"topic {spec.name} has {have} partitions but {fix} the topic "
+                             "and run `gswarm topics apply`")
+
+
+def _admin(settings: Settings) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    return AIOKafkaAdminClient(bootstrap_servers=settings.broker,
+                               request_timeout_ms=int(settings.kafka_timeout_s * 1000))

@@ -13,6 +13,7 @@ import copy
 import json
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,14 @@ class FakeManifold(LocalServer):
             rows = [b for b in rows if b["createdTime"] > int(q["afterTime"])]
         if "beforeTime" in q:
             rows = [b for b in rows if b["createdTime"] < int(q["beforeTime"])]
-        # newest first; the database's tie order is not the insertion order
-        rows = sorted(rows, key=lambda b: (b["createdTime"], hash(b["id"]) % 97), reverse=True)
-        return web.json_response(rows[:limit], dumps=lambda o: orjson.dumps(o).decode())
+        return web.json_response(self.listing(rows)[:limit],
+                                 dumps=lambda o: orjson.dumps(o).decode())
+
+    def listing(self, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """``rows`` (default: every bet) in the API's order: newest first; bets of one ms
+        in an order of the database's own, not the insertion order (but always the same)."""
+        rows = self.bets if rows is None else rows
+        return sorted(rows, key=lambda b: (b["createdTime"], hash(b["id"]) % 97), reverse=True)
 
     async def list_markets(self, request: web.Request) -> web.Response:
         """LiteMarkets (no answers), by update time newest first; ``before`` = market id."""
@@ -280,12 +286,16 @@ class FakePolymarket(LocalServer):
         limit, offset = int(q.get("limit", 100)), int(q.get("offset", 0))
         if offset > 10000:
             return web.json_response({"error": "offset too large"}, status=400)
-        rows = self.trades
+        rows = self.listing()
         if "market" in q:
             wanted = set(q["market"].split(","))
             rows = [t for t in rows if t["conditionId"] in wanted]
-        rows = sorted(rows, key=lambda t: t["timestamp"], reverse=True)
         return web.json_response(rows[offset:offset + min(limit, 10000)])
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every trade in the API's order: newest first, trades of one second too (the
+        timestamps are whole seconds; ``trades`` is in the order they were made)."""
+        return sorted(reversed(self.trades), key=lambda t: t["timestamp"], reverse=True)
 
 
 class TradeMaker:
@@ -297,9 +307,13 @@ class TradeMaker:
         self.ts = start_s or int(time.time()) - 300
         self.n = 0
 
-    def trade(self, condition: str | None = None, outcome: str = "Yes") -> dict[str, Any]:
+    def trade(self, condition: str | None = None, outcome: str = "Yes", *,
+              same_s: bool | None = None) -> dict[str, Any]:
+        """The next trade: in the same second as the previous one if ``same_s`` (default:
+        by a coin toss)."""
         self.n += 1
-        if self.rng.random() < 0.5:
+        same = self.rng.random() >= 0.5 if same_s is None else same_s
+        if not same:
             self.ts += 1
         trade = copy.deepcopy(self.template)
         trade.update(
@@ -311,3 +325,17 @@ class TradeMaker:
         if condition is not None:
             trade["conditionId"] = condition
         return trade
+
+    def runs(self, count: int, conditions: Sequence[str], *, longest: int = 12,
+             join: bool = False) -> list[dict[str, Any]]:
+        """``count`` trades in runs of 1 to ``longest`` that share a second, each of a
+        random condition and outcome (Yes/No); ``join``: the first run continues the
+        second of the trade made before it."""
+        out: list[dict[str, Any]] = []
+        while len(out) < count:
+            size = min(self.rng.randint(1, longest), count - len(out))
+            for k in range(size):
+                out.append(self.trade(self.rng.choice(conditions),
+                                      self.rng.choice(("Yes", "No")),
+                                      same_s=k > 0 or (join and not out)))
+        return out

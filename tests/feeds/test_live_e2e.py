@@ -8,6 +8,7 @@ facts, and the tick topic itself is read back to check nothing was sent twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from gswarm.config import Settings
 from gswarm.errors import FeedError
 from gswarm.feeds.cursor import KafkaCursors
 from gswarm.feeds.polymarket import identify as trade_id
+from gswarm.feeds.polymarket import to_tick as trade_tick
 from gswarm.runner import WorkerProcess
 from tests.feeds.fake_apis import (
     BetMaker,
@@ -39,6 +41,7 @@ from tests.feeds.fake_apis import (
     recorded_markets,
 )
 from tests.feeds.test_manifold import BINARY, MULTI, tickable
+from tests.feeds.test_polymarket import CONDITIONS, api_reversed, per_market
 from tests.stream.conftest import OUTPUT, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -136,6 +139,17 @@ async def _read_topic(settings: Settings, topic: str) -> list[Any]:
         await consumer.stop()
 
 
+def _ticks(worker: WorkerProcess) -> int:
+    return int(worker.get("/api/stats")["ticks"])
+
+
+def _started(feed: FeedProcess, worker: WorkerProcess, ticks: int) -> FeedProcess:
+    """Start ``feed``; return once ``worker`` holds ``ticks`` ticks."""
+    feed.start()
+    wait_for(lambda: _ticks(worker) == ticks, 90, f"{ticks} items as ticks")
+    return feed
+
+
 def _market(worker: WorkerProcess, market: str) -> dict[str, Any]:
     result: dict[str, Any] = worker.get(f"/api/markets/{urllib.parse.quote(market, safe='')}")
     return result
@@ -155,7 +169,7 @@ def test_manifold_feed_to_facts_with_metadata_restart_and_dead_letters(
         expected = tickable(history)
 
         def ticks() -> int:
-            return int(worker.get("/api/stats")["ticks"])
+            return _ticks(worker)
 
         wait_for(lambda: ticks() == len(expected), 90, f"{len(expected)} backfilled ticks")
         wait_for(lambda: all("market/question" in _market(worker, m)["meta"] for m in (
@@ -214,14 +228,9 @@ def test_polymarket_feed_to_facts_and_restart(
     maker = TradeMaker()
     fake = FakePolymarket([maker.trade(outcome="Yes" if i % 3 else "No") for i in range(40)])
     worker = workers(app_settings)
+    ticks = functools.partial(_ticks, worker)
     with ServerThread(fake) as server:
-        feed = feeds(app_settings, fake)
-        feed.start()
-
-        def ticks() -> int:
-            return int(worker.get("/api/stats")["ticks"])
-
-        wait_for(lambda: ticks() == 40, 90, "40 trades as ticks")
+        feed = _started(feeds(app_settings, fake), worker, 40)
         assert feed.stop() == 0
         fresh = [maker.trade() for _ in range(9)]
         server.call(_extend(fake, fresh))
@@ -238,6 +247,30 @@ def test_polymarket_feed_to_facts_and_restart(
     sent = Counter(orjson.loads(r.value)["id"] for r in records if not r.headers)
     assert sorted(sent) == sorted(trade_id(t)[0] for t in fake.trades)
     assert max(sent.values()) == 1
+
+
+def test_polymarket_latest_of_each_market_is_its_newest_trade_with_same_second_runs(
+    app_settings: Settings, workers: Callable[..., WorkerProcess],
+    feeds: Callable[..., FeedProcess],
+) -> None:
+    maker = TradeMaker(seed=6)
+    fake = FakePolymarket(maker.runs(1150, CONDITIONS))  # pages of 500 split runs
+    worker = workers(app_settings)
+    with ServerThread(fake) as server:
+        feed = _started(feeds(app_settings, fake), worker, 1150)
+        server.call(_extend(fake, maker.runs(60, CONDITIONS, join=True)))  # a later poll
+        wait_for(lambda: _ticks(worker) == 1210, 90, "the next poll's trades")
+        assert feed.stop() == 0
+    newest: dict[str, dict[str, Any]] = {}
+    for trade in fake.listing():
+        newest.setdefault(trade_tick(trade)["market"], trade)
+    assert len(newest) == 8
+    for market, trade in newest.items():
+        latest = _market(worker, market)
+        assert (latest["id"], latest["prob"]) == (trade_id(trade)[0], trade["price"]), market
+    records = asyncio.run(_read_topic(app_settings, app_settings.tick_topic))
+    on_topic = per_market(orjson.loads(r.value) for r in records if not r.headers)
+    assert on_topic == api_reversed(fake)
 
 
 async def _extend(fake: FakePolymarket, trades: list[dict[str, Any]]) -> None:

@@ -129,17 +129,21 @@ async def test_backfill_pages_through_ties_and_returns_every_bet_once_oldest_fir
     for i in range(2600):  # runs of up to 6 bets in one ms straddle the page boundaries
         bets.append(maker.bet(BINARY if i % 3 else MULTI, same_ms=i % 6 != 0))
     fake = FakeManifold(bets)
+    listing = fake.listing()
+    assert listing[999]["createdTime"] == listing[1000]["createdTime"]
     async with served(fake) as api:
         got = await api.bets_since(bets[0]["createdTime"])
         assert sorted(b["id"] for b in got) == sorted(b["id"] for b in bets)
-        assert [b["createdTime"] for b in got] == sorted(b["createdTime"] for b in bets)
+        # the API's order reversed: bets of one ms too, so the one it lists first is last
+        assert [b["id"] for b in got] == [b["id"] for b in reversed(listing)]
         assert len(fake.paths("/v0/bets")) >= 3  # it paged (1000 per page)
         assert all(int(q["limit"]) <= 1000 for q in fake.paths("/v0/bets"))
         # since is inclusive; one market only
         since = bets[1500]["createdTime"]
         one = await api.bets_since(since, BINARY)
-        assert {b["id"] for b in one} == {b["id"] for b in bets
-                                         if b["createdTime"] >= since and b["contractId"] == BINARY}
+        assert [b["id"] for b in one] == [b["id"] for b in reversed(listing)
+                                          if b["createdTime"] >= since
+                                          and b["contractId"] == BINARY]
 
 
 async def test_429_is_retried_and_404_and_400_are_clear_errors() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,6 +24,20 @@ pytestmark = pytest.mark.timeout(120)
 
 FED = "0x9c4e2a7f1b3d5c8e0a6f2d4b7c9e1a3f5d7b9c2e4a6f8d0b1c3e5a7f9d2b4c6e"
 OTHER = "0x" + "ab" * 32
+CONDITIONS = tuple(f"0x{i:064x}" for i in range(1, 5))  # 4 conditions, 8 outcome markets
+
+
+def per_market(ticks: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each market's tick ids, in the order given."""
+    out: dict[str, list[str]] = {}
+    for tick in ticks:
+        out.setdefault(tick["market"], []).append(tick["id"])
+    return out
+
+
+def api_reversed(fake: FakePolymarket) -> dict[str, list[str]]:
+    """Each market's trade ids in the API's order reversed: the order ticks must have."""
+    return per_market(to_tick(t) for t in reversed(fake.listing()))
 
 
 def test_a_trade_maps_to_a_tick_of_its_outcome() -> None:
@@ -98,3 +114,39 @@ async def test_a_watch_list_asks_only_for_its_markets(tmp_path: Path) -> None:
         await fake.stop()
     with pytest.raises(FeedError, match="condition id"):
         PolymarketFeed(None, None, None, markets=("fed-cut",), poll_s=1)  # type: ignore[arg-type]
+
+
+async def test_same_second_trades_come_in_the_apis_order_reversed_across_pages_polls_restarts(
+    tmp_path: Path
+) -> None:
+    maker = TradeMaker(seed=6)
+    fake = FakePolymarket(maker.runs(1150, CONDITIONS))  # three pages of 500
+    listing = fake.listing()
+    # runs of one second straddle both page boundaries
+    assert listing[499]["timestamp"] == listing[500]["timestamp"]
+    assert listing[999]["timestamp"] == listing[1000]["timestamp"]
+    ticks: list[dict[str, Any]] = []
+    await fake.start()
+    try:
+        async with feed_on(fake, tmp_path / "c.json") as (feed, sink):
+            assert await feed.poll() == 1150
+            fake.trades += maker.runs(40, CONDITIONS, join=True)  # the last second goes on
+            assert await feed.poll() == 40
+            ticks += sink.ticks
+        fake.trades += maker.runs(30, CONDITIONS, join=True)
+        async with feed_on(fake, tmp_path / "c.json") as (feed, sink):  # resumes its cursor
+            assert await feed.poll() == 30
+            ticks += sink.ticks
+    finally:
+        await fake.stop()
+    assert len(fake.requests) >= 5  # it paged
+    assert per_market(ticks) == api_reversed(fake)
+    assert len(api_reversed(fake)) == 8
+    newest: dict[str, tuple[str, int]] = {}  # market -> (id, ts) of its newest trade
+    for trade in fake.listing():
+        newest.setdefault(to_tick(trade)["market"], identify(trade))
+    latest = {t["market"]: t for t in ticks}  # a market's last tick is its latest
+    assert {m: t["id"] for m, t in latest.items()} == {m: i for m, (i, _) in newest.items()}
+    # some market's last second holds several of its trades (or this tests little)
+    last_second = Counter((t["market"], t["ts"]) for t in ticks)
+    assert any(last_second[m, ts] > 1 for m, (_, ts) in newest.items())

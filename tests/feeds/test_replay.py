@@ -15,6 +15,7 @@ import pytest
 from gswarm.core.ticks import parse_tick
 from gswarm.errors import FeedError
 from gswarm.feeds.replay import ReplayResult, paced, read_bets
+from tests.feeds.fake_apis import BetMaker, FakeManifold
 
 ALTMAN = Path(__file__).resolve().parents[3] / "shared" / "data" / "manifold_bets_altman.csv"
 HEADER = "bet_id,timestamp,amount,probability\n"
@@ -265,6 +266,18 @@ def test_json_bets_missing_fields_are_reported(tmp_path: Path) -> None:
     assert "amount" in reasons[3]
     assert "contractId" in reasons[4]
     assert "not a JSON object" in reasons[5]
+
+
+@pytest.mark.parametrize("lines", [False, True], ids=["array", "json-lines"])
+def test_an_api_listing_with_same_ms_runs_replays_in_its_order_reversed(
+    tmp_path: Path, lines: bool
+) -> None:
+    maker = BetMaker(seed=4)
+    bets = [maker.bet(f"c{i % 3}", same_ms=i % 5 != 0) for i in range(200)]
+    listing = FakeManifold(bets).listing()  # newest first, ties in the API's own order
+    text = "\n".join(json.dumps(b) for b in listing) if lines else json.dumps(listing)
+    result = read_bets(write(tmp_path, "bets.json", text))
+    assert [t["id"] for t in result.ticks] == [b["id"] for b in reversed(listing)]
 
 
 @pytest.mark.parametrize("text", ['[{"id": "a"}', '[{"id": "a"} {"id": "b"}]', "[1] 2"])

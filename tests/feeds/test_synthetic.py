@@ -230,7 +230,7 @@ async def test_produce_sends_keyed_ticks_and_awaits_every_ack(
     fake = fake_kafka.instances[0]
     assert fake.config == {
         "bootstrap_servers": "b:9092", "linger_ms": 5, "max_batch_size": 262144,
-        "acks": "all", "enable_idempotence": True,
+        "acks": "all", "enable_idempotence": True, "request_timeout_ms": 30000,
     }
     assert fake.started and fake.stopped
     assert all(f.done() for f in fake.futures)
