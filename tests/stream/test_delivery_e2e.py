@@ -79,7 +79,9 @@ def test_every_message_once_in_order_across_a_join_and_a_leave(
     seen = {name: processed(path) for name, path in logs.items()}
     counts = Counter(seen["a"] + seen["b"])
     twice = {k: n for k, n in counts.items() if n > 1}
-    assert not twice, f"processed more than once: {sorted(twice)[:10]}"
+    where = {k: [name for name, pairs in seen.items() for q in pairs if q == k]
+             for k in sorted(twice)[:10]}
+    assert not twice, f"processed more than once (by): {where}"
     by_partition: dict[int, list[int]] = defaultdict(list)
     for p, o in counts:
         by_partition[p].append(o)
