@@ -61,6 +61,10 @@ class SharedOptions(RocksDBOptions):
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, block_based=True)
         table.set_block_cache(self.memory.cache)
+        # index and filter blocks (they grow with the data on disk) in the same cache, not
+        # held beside it by every open table file
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         opts.set_block_based_table_factory(table)
         return opts
