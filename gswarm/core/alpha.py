@@ -171,8 +171,8 @@ def update_many(
 
     for lo in range(0, total, _CHUNK):
         hi = min(lo + _CHUNK, total)
-        raw[lo:hi] = _windowed(all_p, all_t, all_v, at_p[lo:hi], at_v[lo:hi], n_at[lo:hi],
-                               ts[lo:hi], prob[lo:hi], raw[lo:hi])
+        _windowed(all_p, all_t, all_v, at_p[lo:hi], at_v[lo:hi], n_at[lo:hi], ts[lo:hi],
+                  prob[lo:hi], raw[lo:hi])
     carried = _recurrences(states, counts, prob, vol, raw)
 
     out = list(states)
@@ -194,8 +194,9 @@ def update_many(
 def _windowed(
     all_p: F64, all_t: I64, all_v: F64, at_p: I64, at_v: I64, n_at: I64, ts: I64, prob: F64,
     out: F64,
-) -> F64:
-    """Every window statistic of a chunk of ticks: one gather and one reduction each.
+) -> None:
+    """Every window statistic of a chunk of ticks, into ``out``: one gather and one
+    reduction each.
 
     Row r of a gathered window is the value r ticks before the tick (newest first); rows
     past the ticks seen are masked to 0 (sums) or to the tick's own value (max/min), so
@@ -237,7 +238,6 @@ def _windowed(
     out[:, INDEX["hour_of_day"]:INDEX["seconds_of_day"] + 1] = _time_features(ts)
     p = np.clip(prob, 1e-6, 1 - 1e-6)
     out[:, INDEX["log_odds"]] = np.log(p / (1 - p))
-    return out
 
 
 #: A numpy step over every market with a k-th new tick costs about as much as this many

@@ -176,7 +176,7 @@ def _parse_checked(doc: Any) -> Tick:
     if type(version) is not int or version != SCHEMA_VERSION:
         raise TickError("unknown_version", repr(version))
     market = _str(doc, "market")
-    if not market or len(market) > MAX_ID_LEN or any(ord(c) < 32 for c in market):
+    if not market or len(market) > MAX_ID_LEN or _CONTROL.search(market) is not None:
         raise TickError("bad_market_id", repr(market[:MAX_ID_LEN + 1]))
     prob = _number(doc, "prob")
     if not 0.0 <= prob <= 1.0:

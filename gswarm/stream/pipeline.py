@@ -171,7 +171,6 @@ class SketchCache:
         self.key = key
         self.live: dict[int, PartitionSketches] = {}
         self.dirty: dict[int, EventT[Any]] = {}  # partition -> an event to write under
-        self.writes = 0
 
     def state(self, partition: int) -> PartitionSketches:
         """The partition's current sketches (read from its table on first use)."""
@@ -197,7 +196,6 @@ class SketchCache:
             raw = self.live[partition].to_bytes()
             with under_event(event):
                 self.table[self.key] = raw
-            self.writes += 1
 
     def forget(self) -> None:
         """A new assignment: read each partition again from its (recovered) table.

@@ -27,7 +27,6 @@ class SharedMemory:
     """One block cache; memtables (up to half of it) are charged to it."""
 
     def __init__(self, total_bytes: int) -> None:
-        self.total_bytes = total_bytes
         self.cache = rocksdict.Cache(total_bytes)
         self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
             total_bytes // 2, False, self.cache)
