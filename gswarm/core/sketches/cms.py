@@ -23,12 +23,13 @@ import zlib
 import numpy as np
 from numpy.typing import NDArray
 
-from gswarm.core.sketches.hashing import rehash
+from gswarm.core.sketches.hashing import SMALL, rehash, splitmix64_int
 
 U64 = NDArray[np.uint64]
 VERSION = 1
 _HEAD = struct.Struct("<BII")
 _SALT = 0x5BD1E9955BD1E995
+_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 class CountMinSketch:
@@ -77,6 +78,10 @@ class CountMinSketch:
         n = len(hashes)
         if n == 0:
             return []
+        if conservative and n <= SMALL:
+            return self._update_few(np.asarray(hashes, dtype=np.uint64).tolist(),
+                                    [1] * n if weights is None else
+                                    np.asarray(weights, np.uint64).tolist())
         w = np.ones(n, dtype=np.uint64) if weights is None else np.asarray(weights, np.uint64)
         cells = self.cells(hashes)
         flat = self.counts.reshape(-1)
@@ -98,6 +103,38 @@ class CountMinSketch:
             out.append((pos, target))
         flat[touched] = np.fromiter((local[i] for i in touched.tolist()), dtype=np.uint64,
                                     count=len(touched))
+        return out
+
+    def cells_of(self, h1: int) -> list[int]:
+        """:meth:`cells` of one hash, on Python integers."""
+        h2 = splitmix64_int(h1 ^ _SALT) | 1
+        width = self.width
+        return [row * width + ((h1 + row * h2) & _MASK) % width for row in range(self.depth)]
+
+    def _update_few(self, hashes: list[int], weights: list[int]) -> list[tuple[int, int]]:
+        """The conservative update of a few hashes on Python integers (same counters and
+        runs as the numpy form, without its fixed cost per call)."""
+        flat = self.counts.reshape(-1)
+        local: dict[int, int] = {}
+        out = []
+        pos, n = 0, len(hashes)
+        while pos < n:
+            h, weight, end = hashes[pos], weights[pos], pos + 1
+            while end < n and hashes[end] == h:
+                weight += weights[end]
+                end += 1
+            idx = self.cells_of(h)
+            for i in idx:
+                if i not in local:
+                    local[i] = int(flat[i])
+            target = min(local[i] for i in idx) + weight
+            for i in idx:
+                if local[i] < target:
+                    local[i] = target
+            out.append((pos, target))
+            pos = end
+        for i, value in local.items():
+            flat[i] = value
         return out
 
     def query(self, hashes: U64) -> U64:

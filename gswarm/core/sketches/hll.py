@@ -22,6 +22,8 @@ import zlib
 import numpy as np
 from numpy.typing import NDArray
 
+from gswarm.core.sketches.hashing import SMALL
+
 U64 = NDArray[np.uint64]
 
 VERSION = 1
@@ -65,8 +67,16 @@ class HyperLogLog:
         """Add a batch of 64-bit hashes."""
         if len(hashes) == 0:
             return
-        h = np.asarray(hashes, dtype=np.uint64)
         q = 64 - self.p
+        if len(hashes) <= SMALL:
+            # the same registers, on Python integers (numpy's cost per call dominates here)
+            regs, mask = self.registers, (1 << 64) - 1
+            for h in np.asarray(hashes, dtype=np.uint64).tolist():
+                rank = min(64 - ((h << self.p) & mask).bit_length(), q) + 1
+                if regs[h >> q] < rank:
+                    regs[h >> q] = rank
+            return
+        h = np.asarray(hashes, dtype=np.uint64)
         index = (h >> np.uint64(q)).astype(np.intp)
         rest = h << np.uint64(self.p)  # the low q bits, moved to the top
         rank = np.minimum(leading_zeros64(rest), q).astype(np.uint8) + np.uint8(1)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from gswarm.core.sketches import frames
 from gswarm.core.sketches.cms import CountMinSketch
+from gswarm.core.sketches.hashing import SMALL
 from gswarm.core.sketches.hll import HyperLogLog
 from gswarm.core.sketches.topk import TopK
 
@@ -59,6 +60,9 @@ class WindowRing:
         """Add ticks (in stream order) to the slices of their event times."""
         if len(ts) == 0:
             return
+        if len(ts) <= SMALL:
+            self._update_few(ts.tolist(), markets, market_hashes, trader_hashes)
+            return
         idx = ts // self.slice_ms
         self.newest = max(self.newest, int(idx.max()))
         low = self.newest - self.slots + 1
@@ -68,6 +72,26 @@ class WindowRing:
         self.late += int((~keep).sum())
         for s in np.unique(idx[keep]).tolist():
             mask = np.flatnonzero(idx == s)
+            sl = self.slices.get(s) or self.slices.setdefault(s, self._new_slice())
+            runs = sl.freq.update(market_hashes[mask])
+            sl.top.offer_many((markets[mask[pos]], est) for pos, est in runs)
+            sl.traders.update(trader_hashes[mask])
+
+    def _update_few(self, ts: list[int], markets: list[str], market_hashes: NDArray[np.uint64],
+                    trader_hashes: NDArray[np.uint64]) -> None:
+        """:meth:`update` for a few ticks: the same slices, grouped in plain Python."""
+        idx = [t // self.slice_ms for t in ts]
+        self.newest = max(self.newest, *idx)
+        low = self.newest - self.slots + 1
+        for s in [s for s in self.slices if s < low]:
+            del self.slices[s]
+        groups: dict[int, list[int]] = {}
+        for pos, s in enumerate(idx):
+            if s >= low:
+                groups.setdefault(s, []).append(pos)
+            else:
+                self.late += 1
+        for s, mask in groups.items():
             sl = self.slices.get(s) or self.slices.setdefault(s, self._new_slice())
             runs = sl.freq.update(market_hashes[mask])
             sl.top.offer_many((markets[mask[pos]], est) for pos, est in runs)
