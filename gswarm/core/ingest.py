@@ -114,9 +114,13 @@ class MarketRecord:
         return cls(market, latest, last_offset, recent, n, rolling)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Arrival:
-    """A tick with its origin: partition offset and index in the message."""
+    """A tick with its origin: partition offset and index in the message.
+
+    Not frozen: one is built per tick, and a frozen dataclass costs ~1.7 us to build (an
+    ``object.__setattr__`` per field), a slotted one ~0.2 us. Nothing changes it.
+    """
 
     offset: int
     index: int

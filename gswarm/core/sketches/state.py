@@ -29,9 +29,10 @@ _HEAD = struct.Struct("<Bqq")
 FREQ_EPSILON, FREQ_DELTA = 0.002, 0.01
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CountedTick:
-    """What the sketches need of a tick, with its position in the partition."""
+    """What the sketches need of a tick, with its position in the partition (slotted, not
+    frozen: one is built per tick, see :class:`gswarm.core.ingest.Arrival`)."""
 
     offset: int
     index: int
