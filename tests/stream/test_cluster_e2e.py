@@ -40,8 +40,15 @@ def stream() -> list[dict[str, Any]]:
     return list(synthetic_ticks(markets=150, count=N, seed=31))
 
 
+#: The leader's prune requests are messages on the tick partitions: one landing mid-stream
+#: moves every later tick's offset, and the sketches keep the last offset they applied, so
+#: a run compared with ``calm`` must not cross a prune interval (a slow run under load did).
+NO_PRUNE_S = 3600.0
+
+
 def make(settings_factory: Callable[..., Settings], **kw: Any) -> Settings:
     # cluster workers listen on web_port + i: both ports must be free
+    kw.setdefault("prune_interval_s", NO_PRUNE_S)
     s = settings_factory(web_port=free_port(span=2), partitions=4, **kw)
     asyncio.run(topics.apply(s))
     return s
@@ -195,7 +202,8 @@ def test_worker_survives_a_broker_restart(
     calm: WorkerProcess,
 ) -> None:
     s = own_broker.settings.override(app_id="outage", data_dir=tmp_path / "data",
-                                     web_port=free_port(), partitions=4)
+                                     web_port=free_port(), partitions=4,
+                                     prune_interval_s=NO_PRUNE_S)
     asyncio.run(topics.apply(s))
     w = workers(s)
     ticks = stream()
