@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from gswarm.core.lag import behind
 from gswarm.stream.app import app, settings
-from gswarm.stream.delivery import before_commit
+from gswarm.stream.delivery import RunConsumer, before_commit
 from gswarm.stream.pipeline import Ingest, control_message, counters
 from gswarm.stream.tables import SKETCH_KEY, deadletter_topic, facts, sketches, tick_topic
 
@@ -66,10 +66,10 @@ async def measure_lag() -> None:
     except Exception as exc:  # broker unreachable for a moment: keep the last figures
         log.debug("lag: end offsets unavailable: %s", exc)
         return
-    committed = getattr(app.consumer, "_committed_offset", {})  # Faust's, set at assignment
+    committed = cast(RunConsumer, app.consumer).committed(tps)
     counters.behind = behind(
         {tp.partition: end for tp, end in ends.items()}, ingest.offsets.last,
-        {tp.partition: committed.get(tp) for tp in tps},
+        {tp.partition: offset for tp, offset in committed.items()},
     )
 
 

@@ -214,6 +214,11 @@ class RunConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> RunConsumerThread:
         return RunConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def committed(self, tps: Iterable[TP]) -> dict[TP, int | None]:
+        """The offset committed (or found at assignment) for each of ``tps``: the next
+        offset the group would read from; None if Faust has none for it yet."""
+        return {tp: self._committed_offset.get(tp) for tp in tps}
+
     def ack_run(self, run: MessageRun) -> bool:
         """Mark every offset of ``run`` acked (Faust's ``ack`` rules, once per run)."""
         with ack_lock:
