@@ -9,6 +9,7 @@ from __future__ import annotations
 import faust
 
 from gswarm.config import Settings
+from gswarm.kafka.security import faust_credentials
 from gswarm.stream.delivery import broker_urls
 from gswarm.web.middleware import json_errors
 
@@ -21,6 +22,8 @@ def make_app(s: Settings) -> faust.App:
         s.app_id,
         # Faust's aiokafka driver with run delivery (gswarm/stream/delivery.py)
         broker=broker_urls(s.broker, s.fetch_wait_ms),
+        # TLS and SASL from GSWARM_KAFKA_* (gswarm/kafka/security.py): every Faust client
+        broker_credentials=faust_credentials(s),
         store="rocksdb://",
         datadir=str(s.data_dir),
         topic_partitions=s.partitions,
