@@ -468,14 +468,15 @@ def _ask(settings: Settings, path: str, **params: Any) -> None:
     import json
     import urllib.error
     import urllib.parse
-    import urllib.request
+
+    from gswarm.web.client import open_url
 
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     url = f"{settings.web_url}{path}" + (f"?{query}" if query else "")
     start = ("start one (`gswarm worker`, `gswarm run` or `gswarm cluster up`) or point "
              "--web-port / GSWARM_WEB_PORT at a running one")
     try:
-        with urllib.request.urlopen(url, timeout=settings.query_timeout_s) as resp:
+        with open_url(settings, url, settings.query_timeout_s) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         raise WorkerError(f"the worker answered {exc.code} to {url}: "
