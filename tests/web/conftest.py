@@ -11,9 +11,15 @@ from gswarm.config import Settings
 from gswarm.kafka import topics
 from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.stream.conftest import app_settings, produce_ticks, wait_for, workers
+from tests.stream.conftest import (
+    app_settings,
+    module_workers,
+    produce_ticks,
+    wait_for,
+    workers,
+)
 
-__all__ = ["app_settings", "workers"]
+__all__ = ["app_settings", "module_workers", "workers"]
 
 
 def two_workers(settings: Settings, start: Callable[..., WorkerProcess],

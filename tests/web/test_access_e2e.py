@@ -9,12 +9,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.kafka.broker import LocalBroker
 from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
 from gswarm.web import access, openapi
@@ -49,10 +50,11 @@ def status_of(worker: WorkerProcess, path: str, headers: dict[str, str]) -> tupl
         return exc.code, exc.read()
 
 
-def routes(settings: Settings, vector: list[float]) -> list[str]:
-    """Every path of the OpenAPI document, filled in so that it answers 200, and the rest."""
+def routes(document: dict[str, Any], vector: list[float]) -> list[str]:
+    """Every path of the OpenAPI ``document``, filled in so that it answers 200, and the
+    unlisted ones."""
     out = []
-    for template in openapi.document(settings)["paths"]:
+    for template in document["paths"]:
         if access.is_public(template):
             continue
         params = dict(PARAMS.get(template, {}))
@@ -63,16 +65,19 @@ def routes(settings: Settings, vector: list[float]) -> list[str]:
     return out + UNLISTED
 
 
-@pytest.fixture
-def https_pair(settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
-               tmp_path: Path) -> tuple[WorkerProcess, WorkerProcess]:
-    """Two workers serving HTTPS with a token, the ticks ingested across both."""
-    pki = Authority(tmp_path / "pki")
+@pytest.fixture(scope="module")
+def https_pair(kafka: LocalBroker, module_workers: Callable[..., WorkerProcess],
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[WorkerProcess, WorkerProcess]:
+    """Two workers serving HTTPS with a token, the ticks ingested across both (shared by
+    the module's tests: they only read)."""
+    home = tmp_path_factory.mktemp("https-pair")
+    pki = Authority(home / "pki")
     web = pki.issue("web")
-    s = settings_factory(web_port=free_port(), partitions=4, lean=False, api_token=TOKEN,
-                         web_cert_file=str(web.cert), web_key_file=str(web.key),
-                         web_ca_file=str(pki.ca_file))
-    return two_workers(s, workers, TICKS)
+    s = kafka.settings.override(
+        app_id=f"access{os.getpid()}", data_dir=home / "data", web_port=free_port(),
+        partitions=4, lean=False, log_level="info", api_token=TOKEN,
+        web_cert_file=str(web.cert), web_key_file=str(web.key), web_ca_file=str(pki.ca_file))
+    return two_workers(s, module_workers, TICKS)
 
 
 def test_every_route_needs_the_token_but_the_public_ones(
@@ -82,7 +87,10 @@ def test_every_route_needs_the_token_but_the_public_ones(
     assert w1.url.startswith("https://")
     vector = w1.get(f"/api/vector/{MARKET}")["vector"] or w2.get(f"/api/vector/{MARKET}")[
         "vector"]
-    paths = routes(w1.settings, vector)
+    document = w1.get("/api/openapi.json")
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"] == openapi.document(w1.settings)["paths"]
+    paths = routes(document, vector)
     assert len(paths) >= 17  # every route of the OpenAPI document but /api/health
     refused = [{}, {"Authorization": "Bearer wrong-token"},
                {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}]
