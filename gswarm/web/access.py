@@ -29,6 +29,10 @@ PUBLIC_PREFIXES = ("/static/",)
 
 
 def is_public(path: str) -> bool:
+    """True for the routes that answer without the token (never a path with dot segments,
+    which could lead a prefix elsewhere)."""
+    if any(part in (".", "..") for part in path.split("/")):
+        return False
     return path in PUBLIC or path.startswith(PUBLIC_PREFIXES)
 
 
