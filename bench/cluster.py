@@ -22,6 +22,7 @@ from bench.common import (
 from gswarm.config import Settings
 from gswarm.feeds.producer import produce
 from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.kafka import security
 from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
 
@@ -30,7 +31,7 @@ def feed(s: Settings, markets: int, count: int, rate: float | None, seed: int = 
          tick_rate: float = 1000.0) -> None:
     asyncio.run(produce(s.broker, s.tick_topic,
                         synthetic_ticks(markets, count, seed, rate=tick_rate),
-                        rate=rate, progress=False))
+                        rate=rate, progress=False, security=security.options(s)))
 
 
 def failover(bench: Bench, standbys: bool, run: int, prefill: int = 60_000) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 from gswarm.config import Settings
 from gswarm.feeds.producer import produce
 from gswarm.feeds.synthetic import synthetic_ticks
-from gswarm.kafka import topics
+from gswarm.kafka import security, topics
 from gswarm.kafka.broker import POM, LocalBroker
 from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
@@ -54,7 +54,7 @@ async def end_offsets(s: Settings, topics: Iterable[str]) -> int:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=None)
+    consumer = AIOKafkaConsumer(**security.client_kwargs(s), group_id=None)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(s.partitions)]
@@ -184,7 +184,8 @@ def prefill(s: Settings, markets: int, count: int, array_size: int = 1, seed: in
             rate: float | None = None) -> None:
     """Fill ``s.tick_topic`` with ``count`` synthetic ticks (fixed seed)."""
     asyncio.run(produce(s.broker, s.tick_topic, synthetic_ticks(markets, count, seed),
-                        rate=rate, array_size=array_size, progress=False))
+                        rate=rate, array_size=array_size, progress=False,
+                        security=security.options(s)))
 
 
 def today() -> str:

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from bench.common import Bench, stats, wait_for
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.kafka import security
 from gswarm.runner import WorkerProcess
 
 STEP_S = 0.005  # the producer sends what is due every 5 ms
@@ -32,7 +33,7 @@ STEP_S = 0.005  # the producer sends what is due every 5 ms
 async def _produce_now(s: Settings, markets: int, rate: float, seconds: float) -> int:
     """Send ``rate`` ticks/s for ``seconds``, each stamped with the time it is sent."""
     ticks = synthetic_ticks(markets, int(rate * seconds) + 1, seed=11)
-    producer = AIOKafkaProducer(bootstrap_servers=s.broker, linger_ms=1, acks="all",
+    producer = AIOKafkaProducer(**security.client_kwargs(s), linger_ms=1, acks="all",
                                 enable_idempotence=True)
     await producer.start()
     sent = 0

@@ -21,6 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from bench.common import (
     wait_for,
 )
 from gswarm.config import Settings
+from gswarm.kafka import security
 from gswarm.runner import WorkerProcess
 
 QUIX_PEER = ROOT / "bench" / "quix_peer.py"
@@ -47,7 +49,7 @@ QUIX_PEER = ROOT / "bench" / "quix_peer.py"
 
 async def _aiokafka_drain(s: Settings, items: int) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
-        s.tick_topic, bootstrap_servers=s.broker, group_id=None,
+        s.tick_topic, **security.client_kwargs(s), group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 2**20, fetch_max_bytes=32 * 2**20)
     await consumer.start()
@@ -81,12 +83,15 @@ def kcat_drain(s: Settings, messages: int, items: int) -> dict[str, Any] | None:
     kcat = shutil.which("kcat")
     if kcat is None:
         return None
-    t = time.perf_counter()
-    out = subprocess.run(
-        [kcat, "-C", "-b", s.broker, "-t", s.tick_topic, "-o", "beginning", "-e", "-q",
-         "-c", str(messages), "-f", "%s\n", "-X", "fetch.message.max.bytes=4194304"],
-        capture_output=True, timeout=300, check=True)
-    seconds = time.perf_counter() - t
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:  # mode 0600
+        conf.write("".join(f"{k}={v}\n" for k, v in security.kcat_config(s).items()))
+        conf.flush()
+        t = time.perf_counter()
+        out = subprocess.run(
+            [kcat, "-C", "-F", conf.name, "-t", s.tick_topic, "-o", "beginning", "-e", "-q",
+             "-c", str(messages), "-f", "%s\n", "-X", "fetch.message.max.bytes=4194304"],
+            capture_output=True, timeout=300, check=True)
+        seconds = time.perf_counter() - t
     lines = out.stdout.count(b"\n")
     if lines < messages:
         raise RuntimeError(f"kcat read {lines} of {messages} messages: {out.stderr[-500:]!r}")
@@ -95,7 +100,7 @@ def kcat_drain(s: Settings, messages: int, items: int) -> dict[str, Any] | None:
 
 async def _changelog_cost(s: Settings) -> dict[str, int]:
     """Messages and key+value bytes in the worker's changelog topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.broker, group_id=None,
+    consumer = AIOKafkaConsumer(**security.client_kwargs(s), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from gswarm.config import Settings, describe
+from gswarm.config import Settings, describe, markdown_row
 from gswarm.errors import BrokerError, ConfigError, TopicDriftError, WorkerError
 from gswarm.failures import explain, one_line, unexpected
 
@@ -112,11 +112,18 @@ def _quiet_kafka_client(settings: Settings) -> None:
 
 
 @cli.command("config")
-def config_cmd() -> None:
+@click.option("--current", is_flag=True,
+              help="Print the values in force instead (secrets masked as ***).")
+@pass_settings
+def config_cmd(settings: Settings, current: bool) -> None:
     """Print every setting: environment variable, default, meaning (Markdown table)."""
+    if current:
+        for env, value in settings.shown():
+            click.echo(f"{env}={value}")
+        return
     click.echo("| variable | default | meaning |\n| --- | --- | --- |")
     for env, default, doc in describe():
-        click.echo(f"| `{env}` | `{default}` | {doc} |")
+        click.echo(markdown_row(env, default, doc))
 
 
 # -- local broker ----------------------------------------------------------------------------
@@ -330,11 +337,13 @@ def feed() -> None:
 async def _produce(settings: Settings, ticks: Any, **options: Any) -> Any:
     """Send ticks to the tick topic (once it is there, with the right partitions)."""
     from gswarm.feeds.producer import produce
+    from gswarm.kafka import security
     from gswarm.kafka.topics import require
 
     await require(settings, ["ticks"])
     return await produce(settings.broker, settings.tick_topic, ticks,
-                         timeout_s=settings.kafka_timeout_s, **options)
+                         timeout_s=settings.kafka_timeout_s,
+                         security=security.options(settings), **options)
 
 
 @feed.command("synthetic")
@@ -459,14 +468,15 @@ def _ask(settings: Settings, path: str, **params: Any) -> None:
     import json
     import urllib.error
     import urllib.parse
-    import urllib.request
+
+    from gswarm.web.client import open_url
 
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     url = f"{settings.web_url}{path}" + (f"?{query}" if query else "")
     start = ("start one (`gswarm worker`, `gswarm run` or `gswarm cluster up`) or point "
              "--web-port / GSWARM_WEB_PORT at a running one")
     try:
-        with urllib.request.urlopen(url, timeout=settings.query_timeout_s) as resp:
+        with open_url(settings, url, settings.query_timeout_s) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         raise WorkerError(f"the worker answered {exc.code} to {url}: "

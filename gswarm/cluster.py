@@ -144,7 +144,7 @@ def up(settings: Settings, workers: int, timeout: float = 120.0) -> dict[str, An
             raise WorkerError(f"the cluster's supervisor exited while starting: see "
                               f"{cluster_dir(settings) / 'supervisor.log'}")
         state = read_state(settings)
-        if state and _balanced(state, settings.partitions):
+        if state and _balanced(settings, state):
             return state
         time.sleep(0.5)
     raise WorkerError(f"the cluster did not take every partition within {timeout:.0f} s: "
@@ -152,23 +152,23 @@ def up(settings: Settings, workers: int, timeout: float = 120.0) -> dict[str, An
                       "cluster status`, `gswarm cluster down`)")
 
 
-def _balanced(state: dict[str, Any], partitions: int) -> bool:
+def _balanced(settings: Settings, state: dict[str, Any]) -> bool:
     """Every partition served, and every worker serving some (when there are enough)."""
+    partitions = settings.partitions
     covered: set[int] = set()
     busy = 0
     for w in state["workers"]:
         with contextlib.suppress(OSError, ValueError):
-            active = set(_get(w["url"], "/api/cluster")["active"])
+            active = set(_get(settings, w["url"], "/api/cluster")["active"])
             covered |= active
             busy += bool(active)
     return len(covered) == partitions and busy >= min(len(state["workers"]), partitions)
 
 
-def _get(url: str, path: str) -> Any:
-    import urllib.request
+def _get(settings: Settings, url: str, path: str) -> Any:
+    from gswarm.web.client import get_json
 
-    with urllib.request.urlopen(url + path, timeout=3) as resp:
-        return json.loads(resp.read())
+    return get_json(settings, url + path, timeout=3)
 
 
 def down(settings: Settings, timeout: float = 60.0) -> bool:
@@ -199,7 +199,7 @@ def status(settings: Settings) -> list[dict[str, Any]]:
     for w in state["workers"]:
         row = {**w, "alive": _is(w.get("pid"), "gswarm.app")}
         try:
-            row["view"] = _get(w["url"], "/api/cluster")
+            row["view"] = _get(settings, w["url"], "/api/cluster")
         except (OSError, ValueError) as exc:
             row["view"] = {"error": str(exc)}
         rows.append(row)

@@ -9,6 +9,7 @@ from :func:`describe` (``gswarm config``), so the two cannot disagree.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +29,16 @@ RETIRED = {
 }
 
 
-def _setting(env: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+    """A field with its environment variable and meaning; a ``secret`` one is never shown
+    (not in ``repr``, masked by ``gswarm config --current``)."""
+    return field(default=default, repr=not secret,
+                 metadata={"env": env, "doc": doc, "secret": secret})
+
+
+#: Kafka security protocols (Kafka's ``security.protocol``) and SASL mechanisms supported.
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,42 @@ class Settings:
     broker: str = _setting(
         "GSWARM_BROKER", "127.0.0.1:9092",
         "Kafka bootstrap servers (host:port, comma separated).",
+    )
+    kafka_security_protocol: str = _setting(
+        "GSWARM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+        "How every Kafka client of Gswarm (workers, feeds, commands, bench) connects: "
+        "PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS, what managed Kafka "
+        "services ask for).",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "GSWARM_KAFKA_SASL_MECHANISM", "PLAIN",
+        "SASL mechanism (with SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_username: str = _setting(
+        "GSWARM_KAFKA_USERNAME", "", "SASL user name (with SASL_*).",
+    )
+    kafka_password: str = _setting(
+        "GSWARM_KAFKA_PASSWORD", "",
+        "SASL password (with SASL_*); never printed. Or use GSWARM_KAFKA_PASSWORD_FILE.",
+        secret=True,
+    )
+    kafka_password_file: str = _setting(
+        "GSWARM_KAFKA_PASSWORD_FILE", "",
+        "File holding the SASL password (its first line), instead of GSWARM_KAFKA_PASSWORD.",
+    )
+    kafka_ca_file: str = _setting(
+        "GSWARM_KAFKA_CA_FILE", "",
+        "PEM file of the CA(s) that sign the brokers' certificates (with SSL, SASL_SSL); "
+        "empty: the system's CAs.",
+    )
+    kafka_cert_file: str = _setting(
+        "GSWARM_KAFKA_CERT_FILE", "",
+        "PEM client certificate (chain), for brokers that require one (mutual TLS).",
+    )
+    kafka_key_file: str = _setting(
+        "GSWARM_KAFKA_KEY_FILE", "",
+        "PEM private key of the client certificate (unencrypted; keep it readable only by "
+        "you).",
     )
     kafka_timeout_s: float = _setting(
         "GSWARM_KAFKA_TIMEOUT_S", 30.0,
@@ -66,6 +111,26 @@ class Settings:
         "GSWARM_WEB_HOST", "127.0.0.1", "Address the worker's web server binds.",
     )
     web_port: int = _setting("GSWARM_WEB_PORT", 6066, "Port of the worker's web server.")
+    api_token: str = _setting(
+        "GSWARM_API_TOKEN", "",
+        "Bearer token the web API requires on every route but /api/health and the dashboard's "
+        "page and assets (required when GSWARM_WEB_HOST is not loopback); workers and "
+        "`gswarm query` send it. Never printed.",
+        secret=True,
+    )
+    web_cert_file: str = _setting(
+        "GSWARM_WEB_CERT_FILE", "",
+        "PEM certificate (chain) of the worker's web server: set with GSWARM_WEB_KEY_FILE, "
+        "it serves HTTPS.",
+    )
+    web_key_file: str = _setting(
+        "GSWARM_WEB_KEY_FILE", "", "PEM private key of GSWARM_WEB_CERT_FILE.",
+    )
+    web_ca_file: str = _setting(
+        "GSWARM_WEB_CA_FILE", "",
+        "PEM file of the CA that signs the workers' web certificates, trusted by workers "
+        "(routing between them) and `gswarm query`; empty: the system's CAs.",
+    )
     query_timeout_s: float = _setting(
         "GSWARM_QUERY_TIMEOUT_S", 30.0,
         "`gswarm query`: seconds to wait for the worker's answer before failing.",
@@ -237,6 +302,10 @@ class Settings:
             ("kafka_controller_port", 0 < self.kafka_controller_port < 65536, port),
             ("max_message_bytes", self.max_message_bytes >= 1024, ">= 1024"),
             ("log_level", self.log_level in LOG_LEVELS, "one of " + ", ".join(LOG_LEVELS)),
+            ("kafka_security_protocol", self.kafka_security_protocol in SECURITY_PROTOCOLS,
+             "one of " + ", ".join(SECURITY_PROTOCOLS)),
+            ("kafka_sasl_mechanism", self.kafka_sasl_mechanism in SASL_MECHANISMS,
+             "one of " + ", ".join(SASL_MECHANISMS)),
             ("manifold_rpm", self.manifold_rpm > 0, "> 0"),
             ("polymarket_rpm", self.polymarket_rpm > 0, "> 0"),
             ("feed_poll_s", self.feed_poll_s > 0, "> 0"),
@@ -251,7 +320,33 @@ class Settings:
                 env = _field(name).metadata["env"]
                 raise ConfigError(f"{env}={getattr(self, name)!r} is out of range: it must "
                                   f"be {rule}")
+        self._check_pairs()
         return self
+
+    def _check_pairs(self) -> None:
+        """Settings that only make sense together."""
+        if not self.api_token and not is_loopback(self.web_host):
+            raise ConfigError(f"GSWARM_WEB_HOST={self.web_host} is not a loopback address, so "
+                              "the web API would be open to anyone who can reach it: set "
+                              "GSWARM_API_TOKEN to a long random secret (every worker of the "
+                              "cluster the same), or bind 127.0.0.1")
+        if self.kafka_password and self.kafka_password_file:
+            raise ConfigError("GSWARM_KAFKA_PASSWORD and GSWARM_KAFKA_PASSWORD_FILE are both "
+                              "set: keep one")
+        if self.kafka_security_protocol.startswith("SASL_") and not self.kafka_username:
+            raise ConfigError(f"GSWARM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+                              " needs GSWARM_KAFKA_USERNAME and GSWARM_KAFKA_PASSWORD (or "
+                              "GSWARM_KAFKA_PASSWORD_FILE)")
+        for cert, key, what in (("kafka_cert_file", "kafka_key_file", "GSWARM_KAFKA"),
+                                ("web_cert_file", "web_key_file", "GSWARM_WEB")):
+            if bool(getattr(self, cert)) != bool(getattr(self, key)):
+                raise ConfigError(f"{what}_CERT_FILE and {what}_KEY_FILE go together: set "
+                                  "both or neither")
+
+    @property
+    def web_tls(self) -> bool:
+        """The worker's web server serves HTTPS."""
+        return bool(self.web_cert_file)
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for child processes (workers)."""
@@ -286,7 +381,28 @@ class Settings:
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.web_host}:{self.web_port}"
+        return f"{'https' if self.web_tls else 'http'}://{self.web_host}:{self.web_port}"
+
+    def shown(self) -> list[tuple[str, str]]:
+        """(environment variable, value) of every setting, secrets masked: what
+        ``gswarm config --current`` prints."""
+        rows, env = [], self.to_env()
+        for f in dataclasses.fields(self):
+            value = env[f.metadata["env"]]
+            if f.metadata["secret"] and value:
+                value = "***"
+            rows.append((f.metadata["env"], value))
+        return rows
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 #: The log levels ``faust worker --loglevel`` accepts.
@@ -331,3 +447,10 @@ def describe() -> list[tuple[str, str, str]]:
             default = "1" if default else "0"
         rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
     return rows
+
+
+def markdown_row(env: str, default: str, doc: str) -> str:
+    """One row of the settings table (``gswarm config``, the README): an empty default is
+    an empty cell."""
+    shown = f"`{default}`" if default else ""
+    return f"| `{env}` | {shown} | {doc} |"

@@ -4,7 +4,8 @@
     ├── ConfigError            a setting or a command-line option has a bad value
     ├── BrokerError            the local Kafka broker cannot be fetched, started or reached
     │   ├── MissingToolError   java or mvn is not installed
-    │   └── KafkaUnreachable   no broker answers at the address, or it stopped answering
+    │   ├── KafkaUnreachable   no broker answers at the address, or it stopped answering
+    │   └── KafkaAuthError     the broker refused the credentials, or TLS failed
     ├── PortInUseError         a port a server must listen on is taken
     ├── TopicError             topics/ is invalid, or a topic cannot be applied, is missing
     │   │                      or differs from its declaration
@@ -42,6 +43,10 @@ class MissingToolError(BrokerError):
 
 class KafkaUnreachable(BrokerError):
     """No Kafka broker answers at the configured address, or it stopped answering."""
+
+
+class KafkaAuthError(BrokerError):
+    """The broker refused the SASL credentials, or the TLS handshake with it failed."""
 
 
 class PortInUseError(GswarmError):

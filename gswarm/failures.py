@@ -22,6 +22,7 @@ from aiokafka.errors import (
 from gswarm.config import Settings
 from gswarm.errors import BrokerError, GswarmError, PortInUseError, TopicError
 from gswarm.kafka.clients import stopped_answering, unreachable
+from gswarm.kafka.security import diagnose
 
 MAX_LINE = 500  # characters of a message printed (a library's message can be long)
 
@@ -33,7 +34,8 @@ def explain(exc: BaseException, settings: Settings | None) -> GswarmError | None
         return exc
     broker = settings.broker if settings is not None else "GSWARM_BROKER"
     if isinstance(exc, KafkaConnectionError):
-        return unreachable(broker)
+        refused = diagnose(settings) if settings is not None else None
+        return refused or unreachable(broker)
     if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | NodeNotReadyError):
         return stopped_answering(broker, settings.kafka_timeout_s if settings else 30.0)
     if isinstance(exc, UnknownTopicOrPartitionError):

@@ -7,7 +7,6 @@ dir and web port; its settings reach it through the environment (the app reads
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from gswarm.config import Settings
 from gswarm.errors import WorkerError
 from gswarm.kafka import topics
 from gswarm.ports import require_free
+from gswarm.web.client import get_json
 
 
 async def preflight(settings: Settings, ports: Iterable[int]) -> None:
@@ -78,8 +78,7 @@ class WorkerProcess:
 
     def get(self, path: str, timeout: float = 10.0) -> Any:
         """GET a JSON document from this worker's web server."""
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-            return json.loads(resp.read())
+        return get_json(self.settings, self.url + path, timeout)
 
     def wait_ready(self, partitions: int | None = None, timeout: float = 90.0) -> None:
         """Wait until the worker serves ``partitions`` partitions (default: all)."""

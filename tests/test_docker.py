@@ -34,6 +34,9 @@ def test_compose_has_three_kraft_brokers_and_two_workers() -> None:
         assert int(env["GSWARM_REPLICATION"]) >= 2  # changelog topics replicated
         assert env["GSWARM_BROKER"].count(":9092") == 3
         assert svc["build"]["dockerfile"] == "docker/Dockerfile"
+        # bound beyond loopback: the API token must come from the environment
+        assert env["GSWARM_WEB_HOST"] == "0.0.0.0"
+        assert env["GSWARM_API_TOKEN"].startswith("${GSWARM_API_TOKEN:?")
 
 
 def test_dockerfile_runs_the_faust_worker() -> None:

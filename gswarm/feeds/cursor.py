@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,8 +130,10 @@ class KafkaCursors:
     broker does not answer within ``timeout_s``.
     """
 
-    def __init__(self, bootstrap: str, topic: str, name: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, bootstrap: str, topic: str, name: str, timeout_s: float = 30.0,
+                 security: Mapping[str, Any] | None = None) -> None:
         self.bootstrap, self.topic, self.key = bootstrap, topic, name.encode()
+        self.security = dict(security or {})  # aiokafka options (gswarm.kafka.security)
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
 
@@ -144,7 +146,7 @@ class KafkaCursors:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
-            request_timeout_ms=int(self.timeout_s * 1000),
+            request_timeout_ms=int(self.timeout_s * 1000), **self.security,
         )
         await consumer.start()
         try:
@@ -180,7 +182,7 @@ class KafkaCursors:
             if self._producer is None:
                 self._producer = AIOKafkaProducer(
                     bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                    request_timeout_ms=int(self.timeout_s * 1000),
+                    request_timeout_ms=int(self.timeout_s * 1000), **self.security,
                 )
                 await self._producer.start()
             await self._producer.send_and_wait(self.topic, key=self.key,

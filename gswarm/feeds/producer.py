@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,7 @@ async def produce(
     progress: bool = True,
     total: int | None = None,
     timeout_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> ProduceSummary:
     """Send ``ticks`` to ``topic`` and wait until every message is acknowledged.
 
@@ -93,13 +94,14 @@ async def produce(
     :func:`gswarm.feeds.synthetic.batch_by_market`); ``progress`` shows a tqdm bar on stderr
     when it is a terminal (``total`` ticks, if known). The producer is idempotent with
     ``acks="all"``. A broker that does not answer, or leaves a message unacknowledged, for
-    ``timeout_s`` ends it with :class:`~gswarm.errors.KafkaUnreachable`.
+    ``timeout_s`` ends it with :class:`~gswarm.errors.KafkaUnreachable`. ``security`` holds
+    aiokafka's TLS/SASL options (:func:`gswarm.kafka.security.options`).
     """
     batches = _batches(ticks, array_size)
     bucket = TokenBucket(rate) if rate is not None else None
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144, acks="all",
-        enable_idempotence=True, request_timeout_ms=int(timeout_s * 1000),
+        enable_idempotence=True, request_timeout_ms=int(timeout_s * 1000), **(security or {}),
     )
     bar = tqdm(total=total, unit="tick", unit_scale=True, file=sys.stderr,
                disable=None if progress else True, desc=topic, mininterval=0.5)

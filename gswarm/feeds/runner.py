@@ -19,7 +19,7 @@ from gswarm.feeds.live import Delivery, FeedStats
 from gswarm.feeds.manifold import ManifoldApi, ManifoldFeed, Watch
 from gswarm.feeds.polymarket import PolymarketFeed
 from gswarm.feeds.sink import KafkaSink
-from gswarm.kafka import topics
+from gswarm.kafka import security, topics
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,12 @@ async def _plumbing(settings: Settings, options: FeedOptions) -> AsyncIterator[
     await topics.require(settings, FEED_TOPICS if options.cursor_file else (
         *FEED_TOPICS, "feed-cursors"))
     timeout_s = settings.kafka_timeout_s
+    kafka = security.options(settings)
     sink = KafkaSink(settings.broker, settings.tick_topic, settings.deadletter_topic,
-                     timeout_s)
+                     timeout_s, kafka)
     cursors: CursorStore = (FileCursors(options.cursor_file) if options.cursor_file
                             else KafkaCursors(settings.broker, settings.cursor_topic,
-                                              options.name, timeout_s))
+                                              options.name, timeout_s, kafka))
     async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
         try:
             await sink.start()

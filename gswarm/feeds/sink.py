@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,12 +52,12 @@ class KafkaSink:
     """
 
     def __init__(self, bootstrap: str, tick_topic: str, deadletter_topic: str,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, security: Mapping[str, Any] | None = None) -> None:
         self.bootstrap, self.timeout_s = bootstrap, timeout_s
         self.tick_topic, self.deadletter_topic = tick_topic, deadletter_topic
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-            request_timeout_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(timeout_s * 1000), **(security or {}),
         )
         self.pending: list[asyncio.Future[Any]] = []
         self.acks = Acks()

@@ -36,6 +36,27 @@ INSTALL_HINT = {
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A client listener besides the plaintext one, on 127.0.0.1 (``name`` is also its
+    security protocol: SSL, SASL_PLAINTEXT or SASL_SSL)."""
+
+    name: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Security:
+    """What a broker needs for secured listeners: more listeners, their properties
+    (keystores, SASL mechanisms and JAAS configs) and SCRAM users to create when the
+    storage is formatted (Kafka's ``--add-scram`` form: ``SCRAM-SHA-512=[name=u,password=p]``).
+    The plaintext listener stays: it carries the broker's own traffic and its health checks."""
+
+    listeners: tuple[Listener, ...] = ()
+    properties: tuple[tuple[str, str], ...] = ()
+    scram_users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BrokerStatus:
     """What ``gswarm kafka status`` reports."""
 
@@ -56,8 +77,9 @@ def require_tool(name: str) -> str:
 class LocalBroker:
     """Fetch, start, check and stop the project's local Kafka broker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, security: Security | None = None) -> None:
         self.settings = settings
+        self.security = security or Security()
         self.home = settings.kafka_dir
         self.libs = settings.kafka_libs
         self.data = self.home / "data"
@@ -111,19 +133,22 @@ class LocalBroker:
         return pid if ours else None
 
     def write_properties(self) -> None:
-        s = self.settings
+        s, extra = self.settings, self.security.listeners
+        listeners = "".join(f",{x.name}://127.0.0.1:{x.port}" for x in extra)
+        protocols = "".join(f",{x.name}:{x.name}" for x in extra)
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{s.kafka_controller_port}",
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{s.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}"
+                f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}{listeners}"
             ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{s.kafka_port}{listeners}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": (
+                f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}"),
             "log.dirs": str(self.data),
             "num.partitions": str(s.partitions),
             "default.replication.factor": "1",
@@ -142,6 +167,7 @@ class LocalBroker:
             "num.io.threads": "4",
             "log.cleaner.threads": "1",
             "log.retention.check.interval.ms": "60000",
+            **dict(self.security.properties),
         }
         self.home.mkdir(parents=True, exist_ok=True)
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -164,6 +190,7 @@ class LocalBroker:
             *self._java(), "kafka.tools.StorageTool", "format",
             # "=" form: a random id may start with "-", which argparse takes for an option
             f"--cluster-id={cluster_id}", f"--config={self.properties}",
+            *(f"--add-scram={user}" for user in self.security.scram_users),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -188,6 +215,9 @@ class LocalBroker:
         require_free("127.0.0.1", s.kafka_port, "the local Kafka broker", "GSWARM_KAFKA_PORT")
         require_free("127.0.0.1", s.kafka_controller_port, "the local Kafka broker's "
                      "controller", "GSWARM_KAFKA_CONTROLLER_PORT")
+        for listener in self.security.listeners:
+            require_free("127.0.0.1", listener.port, f"the local broker's {listener.name} "
+                         "listener", "another port")
         self.fetch()
         self.write_properties()
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from gswarm.config import PROJECT_ROOT, Settings
 from gswarm.errors import TopicError
+from gswarm.kafka import security
 
 TOPICS_FILE = PROJECT_ROOT / "topics" / "topics.toml"
 
@@ -218,5 +219,5 @@ async def require(settings: Settings, names: Iterable[str] | None = None) -> Non
 def _admin(settings: Settings) -> Any:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    return AIOKafkaAdminClient(bootstrap_servers=settings.broker,
+    return AIOKafkaAdminClient(**security.client_kwargs(settings),
                                request_timeout_ms=int(settings.kafka_timeout_s * 1000))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import faust
 
 from gswarm.config import Settings
+from gswarm.kafka.security import faust_credentials
 from gswarm.stream.delivery import broker_urls
+from gswarm.web.access import middlewares, peer_session, server_context
 from gswarm.web.middleware import json_errors
 
 settings = Settings.from_env()
@@ -21,6 +23,8 @@ def make_app(s: Settings) -> faust.App:
         s.app_id,
         # Faust's aiokafka driver with run delivery (gswarm/stream/delivery.py)
         broker=broker_urls(s.broker, s.fetch_wait_ms),
+        # TLS and SASL from GSWARM_KAFKA_* (gswarm/kafka/security.py): every Faust client
+        broker_credentials=faust_credentials(s),
         store="rocksdb://",
         datadir=str(s.data_dir),
         topic_partitions=s.partitions,
@@ -50,7 +54,12 @@ def make_app(s: Settings) -> faust.App:
         web_bind=s.web_host,
         web_port=s.web_port,
         web_transport=f"tcp://{s.web_host}",
-        web_application_options={"middlewares": [json_errors]},
+        web_ssl_context=server_context(s),
+        canonical_url=s.web_url,
+        # the bearer token on every route but the public ones (gswarm/web/access.py); the
+        # workers' own client sends it, and trusts GSWARM_WEB_CA_FILE
+        web_application_options={"middlewares": [json_errors, *middlewares(s)]},
+        HttpClient=peer_session(s),
     )
 
 

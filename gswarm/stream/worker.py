@@ -23,6 +23,13 @@ class Worker(faust.Worker):
 
     _root_level: int = 0
 
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        # `faust worker --web-port` sets the canonical URL (what other workers route to) to
+        # http://; a worker serving HTTPS is reached at https://
+        if app.conf.web_ssl_context is not None:
+            app.conf.canonical_url = app.conf.canonical_url.with_scheme("https")
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self._root_level = level
         super().on_setup_root_logger(logger, level)

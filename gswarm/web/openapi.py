@@ -6,6 +6,7 @@ from typing import Any
 
 from gswarm.config import Settings
 from gswarm.core.facts import ATTRIBUTES
+from gswarm.web import access
 
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}},
           "required": ["error"]}
@@ -34,7 +35,7 @@ def document(settings: Settings) -> dict[str, Any]:
     limit = _q("limit", {"type": "integer", "minimum": 1, "maximum": 10_000})
     k = _q("k", {"type": "integer", "minimum": 1, "maximum": 1000})
     market_errors = (400, 404, 503)
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": "Gswarm API", "version": "1",
                  "description": "Read-only JSON API of a Gswarm worker. Requests about one "
@@ -73,3 +74,17 @@ def document(settings: Settings) -> dict[str, Any]:
                                  "maximum": 3600})], (400, 503)),
         },
     }
+    return _with_token(doc) if settings.api_token else doc
+
+
+def _with_token(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document of a worker that requires its bearer token (gswarm/web/access.py)."""
+    doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    doc["security"] = [{"bearer": []}]
+    for path, item in doc["paths"].items():
+        if access.is_public(path):
+            item["get"]["security"] = []
+        else:
+            item["get"]["responses"]["401"] = {"description": "No or wrong token", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return doc

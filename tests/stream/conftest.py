@@ -28,24 +28,43 @@ def app_settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings
 
 
-@pytest.fixture
-def workers(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers; every one is stopped by its PID at the end of the test."""
-    started: list[WorkerProcess] = []
+class WorkerPool:
+    """Workers started for a test or a module; every one is stopped by its PID."""
 
-    def start(settings: Settings, name: str = "w1", ready: bool = True,
+    def __init__(self, label: str) -> None:
+        self.label = label  # the start of their log files' names
+        self.started: list[WorkerProcess] = []
+
+    def start(self, settings: Settings, name: str = "w1", ready: bool = True,
               **kwargs: Any) -> WorkerProcess:
-        log = OUTPUT / f"{request.node.name}-{name}-{len(started)}.log"
+        log = OUTPUT / f"{self.label}-{name}-{len(self.started)}.log"
         worker = WorkerProcess(settings, name, log_path=log, **kwargs)
         worker.start()
-        started.append(worker)
+        self.started.append(worker)
         if ready:
             worker.wait_ready()
         return worker
 
-    yield start
-    for worker in started:
-        worker.stop(timeout=20)
+    def stop(self) -> None:
+        for worker in self.started:
+            worker.stop(timeout=20)
+
+
+@pytest.fixture
+def workers(request: pytest.FixtureRequest) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers; every one is stopped by its PID at the end of the test."""
+    pool = WorkerPool(request.node.name)
+    yield pool.start
+    pool.stop()
+
+
+@pytest.fixture(scope="module")
+def module_workers(request: pytest.FixtureRequest
+                   ) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers shared by a module's tests; stopped by their PIDs after the last."""
+    pool = WorkerPool(request.module.__name__.rsplit(".", 1)[-1])
+    yield pool.start
+    pool.stop()
 
 
 async def produce_messages(

@@ -20,8 +20,9 @@ from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
-from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed, wait_for
+from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed
 from tests.stream.truth import ground_truth
+from tests.web.conftest import two_workers
 
 pytestmark = pytest.mark.timeout(600)
 TICKS = list(synthetic_ticks(markets=60, count=4000, seed=17))
@@ -169,18 +170,8 @@ def test_fuzzing_the_openapi_document_finds_no_5xx(one: WorkerProcess) -> None:
 def test_any_worker_answers_for_any_market(
     settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
 ) -> None:
-    import asyncio
-
-    from gswarm.kafka import topics
-
     s = settings_factory(web_port=free_port(), partitions=4, lean=False)
-    asyncio.run(topics.apply(s))
-    w1 = workers(s, "w1")
-    w2 = workers(s.override(web_port=free_port()), "w2", ready=False)
-    wait_for(lambda: all(w.get("/api/health")["partitions"] for w in (w1, w2)), 90, "balance")
-    produce_ticks(s, TICKS)
-    wait_for(lambda: sum(w.get("/api/stats")["ticks"] for w in (w1, w2)) >= len(TICKS), 90,
-             "ingest")
+    w1, w2 = two_workers(s, workers, TICKS)
     time.sleep(1)
     truth = ground_truth(TICKS)
     mine = set(w1.get("/api/health")["partitions"])

@@ -100,13 +100,17 @@ class Page:
         return path
 
 
-async def browse(devtools: str, url: str, steps: Callable[[Page], Any]) -> None:
+async def browse(devtools: str, url: str, steps: Callable[[Page], Any], init: str = "") -> None:
+    """Open ``url`` in a new tab (``init``: a script run before the page's own) and run
+    ``steps`` on it."""
     async with aiohttp.ClientSession() as http:
         async with http.put(f"{devtools}/json/new?about:blank") as resp:
             target = await resp.json()
         async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             page = Page(ws)
             await page.call("Page.enable")
+            if init:
+                await page.call("Page.addScriptToEvaluateOnNewDocument", source=init)
             await page.call("Page.navigate", url=url)
             await steps(page)
 
@@ -149,3 +153,27 @@ def test_dashboard_renders_live_data_and_updates_without_reload(
         await page.screenshot("dashboard-market-after-tick.png")
 
     asyncio.run(browse(devtools, worker.url + "/", steps))
+
+
+def test_dashboard_asks_for_the_token_once_and_sends_it(
+    app_settings: Settings, workers: Callable[..., WorkerProcess], devtools: str
+) -> None:
+    token = "dashboard-test-token"
+    ticks = list(synthetic_ticks(markets=15, count=600, seed=8))
+    worker = workers(app_settings.override(api_token=token))
+    produce_ticks(app_settings, ticks)
+    wait_consumed(worker, len(ticks))
+    market = ticks[-1]["market"]
+    # the user's answer to the page's prompt, counted
+    answer = ("window.prompt = () => { window.asked = (window.asked || 0) + 1; "
+              f"return {token!r}; }};")
+
+    async def steps(page: Page) -> None:
+        assert await page.until("document.querySelectorAll('#hot tbody tr').length") == 10
+        assert await page.js("sessionStorage.getItem('gswarm-api-token')") == token
+        await page.js(f"location.hash = '#/market/{market}'")
+        assert int(await page.until("document.getElementById('prob-chart').dataset.points")
+                   ) == sum(t["market"] == market for t in ticks)
+        assert await page.js("window.asked") == 1  # asked once, kept for the session
+
+    asyncio.run(browse(devtools, worker.url + "/", steps, init=answer))

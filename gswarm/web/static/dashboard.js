@@ -48,8 +48,34 @@ function currentMarket() {
   return m ? decodeURIComponent(m[1]) : null;
 }
 
+// The API token (GSWARM_API_TOKEN), asked once when the worker answers 401 and kept for
+// this browser tab's session only.
+const TOKEN_KEY = "gswarm-api-token";
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+function askToken(message) {
+  const token = window.prompt(message + "\nAPI token (GSWARM_API_TOKEN):");
+  if (token) sessionStorage.setItem(TOKEN_KEY, token.trim());
+  else sessionStorage.removeItem(TOKEN_KEY);
+  return Boolean(token);
+}
+
+// fetch with the token; on a 401 ask for it once and try again
+async function authFetch(path) {
+  let r = await fetch(path, { headers: authHeaders() });
+  if (r.status === 401) {
+    const doc = await r.json();
+    if (askToken(doc.error)) r = await fetch(path, { headers: authHeaders() });
+  }
+  return r;
+}
+
 async function getJSON(path) {
-  const r = await fetch(path);
+  const r = await authFetch(path);
   const doc = await r.json();
   if (!r.ok) throw new Error(doc.error || r.statusText);
   return doc;
@@ -90,6 +116,27 @@ function route() {
 
 window.addEventListener("hashchange", route);
 route();
-const source = new EventSource("/api/events");
-source.onmessage = (e) => onSnapshot(JSON.parse(e.data));
-source.onerror = () => { $("status").textContent = "reconnecting…"; };
+// server-sent events read through fetch (EventSource cannot send the token)
+async function follow() {
+  for (;;) {
+    try {
+      const r = await authFetch("/api/events");
+      if (!r.ok) throw new Error((await r.json()).error || r.statusText);
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        const events = buffer.split("\n\n");
+        buffer = events.pop();
+        for (const e of events) if (e.startsWith("data: ")) onSnapshot(JSON.parse(e.slice(6)));
+      }
+      $("status").textContent = "reconnecting…";
+    } catch (err) {
+      $("status").textContent = "reconnecting… (" + err.message + ")";
+    }
+    await new Promise((done) => setTimeout(done, 2000));
+  }
+}
+follow();
