@@ -20,7 +20,6 @@ Screens compare the float64 columns exactly and sort by (value, market id).
 
 from __future__ import annotations
 
-import heapq
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -55,13 +54,25 @@ def exact_scores(rows: F32, target: F32) -> F64:
 
 
 class PartitionIndex:
-    """One partition's markets: an id per row, the unit vectors and the raw columns."""
+    """One partition's markets: an id per row, the unit vectors and the raw columns.
+
+    Rows are only ever added (a market keeps its row). Vectors are row-major (one
+    matrix-vector product per query); the raw components are column-major, so a screen's
+    comparison reads one contiguous column. ``_rank`` orders the rows by market id (ties
+    of a screen are broken by id without comparing strings); it covers the first
+    ``_ranked`` rows and is redone once enough rows were added after it.
+    """
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self._vectors: F32 = np.empty((0, alpha.DIM), dtype=np.float32)
-        self._columns: F64 = np.empty((0, alpha.DIM), dtype=np.float64)
+        self._columns: F64 = np.empty((alpha.DIM, 0), dtype=np.float64)
+        self._rank: NDArray[np.int32] = np.empty(0, dtype=np.int32)
+        self._ranked = 0
+        #: rows added since the last :meth:`rank` that a screen sorts as strings before it
+        #: ranks again (and at least a sixteenth of the rows)
+        self.rerank_min = 1024
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,13 +84,17 @@ class PartitionIndex:
 
     @property
     def columns(self) -> F64:
-        """The raw alpha components, one row per market of :attr:`ids`."""
-        return self._columns[:len(self.ids)]
+        """The raw alpha components, one row per market of :attr:`ids` (a view)."""
+        return self._columns[:, :len(self.ids)].T
+
+    def column(self, component: str) -> F64:
+        """One raw component of every market, contiguous."""
+        return self._columns[alpha.INDEX[component], :len(self.ids)]
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the numeric arrays as allocated (vectors and columns, spare rows too)."""
-        return self._vectors.nbytes + self._columns.nbytes
+        """Bytes of the numeric arrays as allocated (spare rows too)."""
+        return self._vectors.nbytes + self._columns.nbytes + self._rank.nbytes
 
     def upsert(self, markets: Sequence[str], raw: F64) -> None:
         """Set the current raw alpha vector of each market (new markets get a row)."""
@@ -111,22 +126,46 @@ class PartitionIndex:
         if not keep.all():
             at, raw = at[keep], raw[keep]
         self._vectors[at] = alpha.embed(raw)
-        self._columns[at] = raw
+        self._columns[:, at] = raw.T
 
     def _reserve(self, rows: int) -> None:
         if rows <= len(self._vectors):
             return
         capacity = max(rows, int(len(self._vectors) * _GROWTH), _MIN_CAPACITY)
         vectors = np.zeros((capacity, alpha.DIM), dtype=np.float32)
-        columns = np.zeros((capacity, alpha.DIM), dtype=np.float64)
+        columns = np.zeros((alpha.DIM, capacity), dtype=np.float64)
+        rank = np.zeros(capacity, dtype=np.int32)
         used = len(self._vectors)
-        vectors[:used], columns[:used] = self._vectors, self._columns
-        self._vectors, self._columns = vectors, columns
+        vectors[:used], columns[:, :used], rank[:used] = (
+            self._vectors, self._columns, self._rank)
+        self._vectors, self._columns, self._rank = vectors, columns, rank
 
     def vector(self, market: str) -> F32 | None:
         """The market's stored vector, or None if this partition does not hold it."""
         row = self.rows.get(market)
         return None if row is None else self._vectors[row].copy()
+
+    def rank(self) -> None:
+        """Order every row by market id (a rebuild does it once it has read every record;
+        later, :meth:`first_by_id` does it again once enough rows were added)."""
+        n = len(self.ids)
+        order = sorted(range(n), key=self.ids.__getitem__)
+        self._rank[order] = np.arange(n, dtype=np.int32)
+        self._ranked = n
+
+    def first_by_id(self, rows: I64, count: int) -> I64:
+        """The ``count`` rows of ``rows`` whose market ids sort first (any order)."""
+        if count >= len(rows):
+            return rows
+        n = len(self.ids)
+        if n - self._ranked > max(self.rerank_min, n // 16):
+            self.rank()
+        ranked, fresh = rows[rows < self._ranked], rows[rows >= self._ranked]
+        if len(ranked) > count:
+            ranked = ranked[np.argpartition(self._rank[ranked], count - 1)[:count]]
+        picked = ranked.tolist() + fresh.tolist()
+        picked.sort(key=self.ids.__getitem__)
+        return np.array(picked[:count], dtype=np.int64)
 
 
 def similar(
@@ -200,29 +239,27 @@ class Screen:
 def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[tuple[str, F64]]:
     """(market, raw vector) of the markets that pass, in the screen's order."""
     picked: list[tuple[tuple[float, str], str, F64]] = []
-    sort = alpha.INDEX[spec.sort]
     for p in parts:
+        sort = p.column(spec.sort)
         for row in _screen_rows(p, spec).tolist():
-            raw = p.columns[row]
-            picked.append((spec.key(p.ids[row], float(raw[sort])), p.ids[row], raw))
+            picked.append((spec.key(p.ids[row], float(sort[row])), p.ids[row],
+                           p.columns[row].copy()))
     picked.sort(key=lambda x: x[0])
     return [(market, raw) for _, market, raw in picked[:spec.limit]]
 
 
 def _screen_rows(p: PartitionIndex, spec: Screen) -> I64:
     """Rows of ``p`` that pass and could be among the first ``limit`` (ties included)."""
-    columns = p.columns
     mask = np.ones(len(p), dtype=bool)
     for c in spec.conditions:
-        mask &= OPS[c.op][0](columns[:, alpha.INDEX[c.component]], c.value)
+        mask &= OPS[c.op][0](p.column(c.component), c.value)
     rows = np.flatnonzero(mask)
     if len(rows) <= spec.limit:
         return rows
-    keys = columns[rows, alpha.INDEX[spec.sort]]
+    keys = p.column(spec.sort)[rows]
     if spec.descending:
         keys = -keys
     last = keys[np.argpartition(keys, spec.limit - 1)[spec.limit - 1]]
     better = rows[keys < last]
-    tied = rows[keys == last].tolist()
-    first_ids = heapq.nsmallest(spec.limit - len(better), tied, key=p.ids.__getitem__)
-    return np.concatenate((better, np.array(first_ids, dtype=np.int64)))
+    tied = p.first_by_id(rows[keys == last], spec.limit - len(better))
+    return np.concatenate((better, tied))

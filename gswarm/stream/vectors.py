@@ -103,6 +103,7 @@ class VectorCache:
                 raw = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, alpha.DIM)
                 index.fill(ids, raw)
             await asyncio.sleep(0)
+        index.rank()
         log.info("vectors: partition %d rebuilt from %d market records in %.2f s",
                  partition, len(index), time.perf_counter() - started)
 

@@ -35,9 +35,18 @@ def markets(draw: st.DrawFn) -> dict[str, np.ndarray]:
     return out
 
 
-def split(ms: dict[str, np.ndarray], parts: int) -> list[PartitionIndex]:
+def split(ms: dict[str, np.ndarray], parts: int, ranked: float = 0.0) -> list[PartitionIndex]:
+    """``ms`` over ``parts`` indexes; the first ``ranked`` fraction of each index's rows
+    ordered by id (:meth:`PartitionIndex.rank`), the rows added after it not."""
     out = [PartitionIndex() for _ in range(parts)]
-    for i, (m, raw) in enumerate(ms.items()):
+    items = list(ms.items())
+    cut = int(len(items) * ranked)
+    for i, (m, raw) in enumerate(items[:cut]):
+        out[i % parts].upsert([m], raw[None, :])
+    for p in out:
+        p.rank()
+        p.rerank_min = 10**9
+    for i, (m, raw) in enumerate(items[cut:]):
         out[i % parts].upsert([m], raw[None, :])
     return out
 
@@ -78,12 +87,12 @@ def test_similar_equals_brute_force(ms: dict[str, np.ndarray], parts: int, k: in
 @settings(max_examples=150, deadline=None)
 @given(markets(), st.integers(1, 3),
        st.lists(st.tuples(COMPONENT, OP, VALUE), min_size=0, max_size=3),
-       COMPONENT, st.booleans(), st.integers(1, 15))
+       COMPONENT, st.booleans(), st.integers(1, 15), st.sampled_from([0.0, 0.5, 1.0]))
 def test_screen_equals_brute_force(ms: dict[str, np.ndarray], parts: int,
                                    conds: list[tuple[str, str, float]], sort: str,
-                                   descending: bool, limit: int) -> None:
+                                   descending: bool, limit: int, ranked: float) -> None:
     spec = Screen(tuple(Condition(*c) for c in conds), sort, descending, limit)
-    got = [m for m, _ in vectors.screen(split(ms, parts), spec)]
+    got = [m for m, _ in vectors.screen(split(ms, parts, ranked), spec)]
     assert got == brute_screen(ms, spec)
 
 
@@ -135,4 +144,24 @@ def test_arrays_grow_in_steps_and_keep_their_rows() -> None:
     assert np.array_equal(index.columns, raw)
     assert np.array_equal(index.vectors, alpha.embed(raw))
     per_market = index.nbytes / len(index)
-    assert 240 <= per_market <= 240 * 1.25 + 1
+    assert 244 <= per_market <= 244 * 1.25 + 1
+
+
+def test_ties_beyond_the_limit_are_broken_by_id_ranked_or_not() -> None:
+    """Thousands of equal values: the first ids win, whether ranked or added since."""
+    rng = np.random.default_rng(9)
+    names = [f"m-{i:05d}" for i in rng.permutation(5000)]
+    raw = np.zeros((5000, alpha.DIM))
+    raw[:, alpha.INDEX["rsi14"]] = rng.choice([0.0, 1.0], size=5000)
+    index = PartitionIndex()
+    index.upsert(names[:3000], raw[:3000])
+    spec = Screen((Condition("rsi14", "gt", 0.5),), "rsi14", True, 40)
+    want = sorted(m for m, r in zip(names, raw, strict=True)
+                  if r[alpha.INDEX["rsi14"]] > 0.5)[:40]
+    assert [m for m, _ in vectors.screen([index], spec)] != want  # not all there yet
+    index.upsert(names[3000:], raw[3000:])  # 2000 rows after the rank: ranked again
+    assert [m for m, _ in vectors.screen([index], spec)] == want
+    index.rerank_min = 10**9
+    extra = [f"m-0000{i}x" for i in range(5)]  # unranked rows that sort first
+    index.upsert(extra, np.tile(raw[names.index(want[0])], (5, 1)))
+    assert [m for m, _ in vectors.screen([index], spec)] == sorted(extra + want)[:40]
