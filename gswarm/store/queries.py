@@ -226,10 +226,19 @@ def check_k(k: int, min_score: float) -> None:
 
 
 def given_vector(vector: Sequence[float]) -> vectors.F32:
-    """A vector given by a caller, compared as given (in the stored, embedded form)."""
+    """A vector given by a caller (in the stored, embedded form), scaled to unit length.
+
+    A stored vector (float32 components, unit length to float32 precision) is taken as it
+    is: scaling it again could move a component by one float32 step, and asking with a
+    market's vector must answer as asking with the market (workers pass it to each other).
+    """
     if len(vector) != alpha.DIM or not np.all(np.isfinite(vector)):
         raise QueryError(f"vector must have {alpha.DIM} finite components")
-    unit: vectors.F32 = alpha.unit(np.array([vector], dtype=np.float64))[0]
+    given = np.array(vector, dtype=np.float64)
+    as32 = given.astype(np.float32)
+    if np.array_equal(as32, given) and abs(float(np.dot(given, given)) - 1.0) <= 1e-6:
+        return as32
+    unit: vectors.F32 = alpha.unit(given[None, :])[0]
     return unit
 
 

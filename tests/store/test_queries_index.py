@@ -133,3 +133,15 @@ def test_screen_syntax_and_its_errors() -> None:
             queries.make_screen(*args)
     with pytest.raises(NotFoundError):
         queries.target_vector([PartitionIndex()], "m-nope")
+
+
+def test_a_stored_vector_given_back_is_compared_as_stored() -> None:
+    """Scaling a stored vector again moves some components by a float32 step; a market's
+    vector passed between workers must not change."""
+    rng = np.random.default_rng(4)
+    stored = alpha.embed(rng.normal(size=(2000, alpha.DIM)))
+    rescaled = alpha.unit(stored.astype(np.float64))
+    assert not np.array_equal(rescaled, stored)  # the trap is real
+    for row in stored:
+        assert np.array_equal(queries.given_vector(row.astype(float).tolist()), row)
+    assert np.allclose(queries.given_vector([3.0] + [0.0] * (alpha.DIM - 1))[0], 1.0)
