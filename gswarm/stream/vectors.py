@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -95,31 +96,30 @@ class VectorCache:
 
     async def _build(self, partition: int, index: PartitionIndex) -> None:
         started = time.perf_counter()
-        it = self.facts.data.db(partition).iter()
-        it.seek(MARKET)
-        while _in_markets(it):
-            ids, blobs = read_records(it, _CHUNK)
-            if ids:
-                raw = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, alpha.DIM)
-                index.fill(ids, raw)
+        records = market_records(self.facts.data.db(partition))
+        while chunk := list(itertools.islice(records, _CHUNK)):
+            ids, raw = latest_vectors(chunk)
+            index.fill(ids, raw)
             await asyncio.sleep(0)
         index.rank()
         log.info("vectors: partition %d rebuilt from %d market records in %.2f s",
                  partition, len(index), time.perf_counter() - started)
 
 
-def _in_markets(it: Any) -> bool:
-    return bool(it.valid() and it.key().startswith(MARKET))
+def market_records(db: Any) -> Iterator[tuple[bytes, bytes]]:
+    """(key, record) of every market record of a partition database, in key order."""
+    return itertools.takewhile(lambda kv: kv[0].startswith(MARKET), db.items(from_key=MARKET))
 
 
-def read_records(it: Any, count: int) -> tuple[list[str], list[bytes]]:
-    """Up to ``count`` market records from ``it`` on: (market ids, raw alpha bytes)."""
+def latest_vectors(records: Iterable[tuple[bytes, bytes]]) -> tuple[list[str], F64]:
+    """The market ids and raw current alpha vectors (one row each) of (key, record) pairs;
+    records without a tick are left out."""
     ids: list[str] = []
     blobs: list[bytes] = []
-    while len(ids) < count and _in_markets(it):
-        found = latest_alpha(it.value())
+    for key, value in records:
+        found = latest_alpha(value)
         if found is not None:
-            ids.append(it.key()[len(MARKET):].decode())
+            ids.append(key[len(MARKET):].decode())
             blobs.append(bytes(found))
-        it.next()
-    return ids, blobs
+    raw = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, alpha.DIM)
+    return ids, raw

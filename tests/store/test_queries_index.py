@@ -3,6 +3,7 @@ market records (RocksDB), on random markets and random queries."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gswarm.core import alpha
-from gswarm.core.facts import MARKET, market_key
+from gswarm.core.facts import market_key
 from gswarm.core.ingest import MarketRecord, latest_alpha
 from gswarm.core.vectors import PartitionIndex
 from gswarm.errors import NotFoundError, QueryError
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.store import queries
-from gswarm.stream.vectors import read_records
+from gswarm.stream.vectors import latest_vectors, market_records
 from tests.stream.truth import ground_truth
 
 PARTS = 3
@@ -29,13 +30,10 @@ PARTS = 3
 def rebuilt(db: Any) -> PartitionIndex:
     """A partition's index as a worker rebuilds it from the stored records."""
     index = PartitionIndex()
-    it = db.iter()
-    it.seek(MARKET)
-    while True:
-        ids, blobs = read_records(it, 7)
-        if not ids:
-            return index
-        index.fill(ids, np.frombuffer(b"".join(blobs), "<f8").reshape(-1, alpha.DIM))
+    records = market_records(db)
+    while chunk := list(itertools.islice(records, 7)):
+        index.fill(*latest_vectors(chunk))
+    return index
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +66,11 @@ def test_latest_alpha_reads_the_records_vector() -> None:
         assert raw is not None
         assert list(np.frombuffer(raw, "<f8")) == list(rec.latest["alpha"].values())
     assert latest_alpha(MarketRecord("empty").encode()) is None
+    pairs = [(market_key(m), rec.encode()) for m, rec in sorted(truth.records.items())]
+    pairs.insert(2, (market_key("empty"), MarketRecord("empty").encode()))
+    ids, raw = latest_vectors(pairs)
+    assert ids == sorted(truth.records)
+    assert raw.tolist() == [list(truth.records[m].latest["alpha"].values()) for m in ids]
 
 
 def test_rebuilt_index_equals_upserted_index(stored: Any) -> None:
