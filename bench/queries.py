@@ -9,6 +9,9 @@ state, a history page, as-of, similar markets (k=10), a one-condition and a
 two-condition screen, prefix search, hot markets. Latencies are wall-clock per HTTP
 request (the worker's answer, JSON included).
 
+Before that, the index alone (in this process: no HTTP, no ingest) at 10k, 100k and 1M
+markets: similar and screens timed on random markets.
+
 Also per size: the in-memory vector index (bytes per market, from ``/api/stats``), the
 worker's RSS, and, after a restart of the worker on the same data, how long its first
 similar-markets answer takes (tables recovered, then every partition's index rebuilt
@@ -24,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -33,8 +36,10 @@ import numpy as np
 
 from bench.common import Bench, rss_mb, stats, wait_for
 from gswarm.config import Settings
+from gswarm.core import alpha, vectors
 from gswarm.feeds.producer import produce
 from gswarm.runner import WorkerProcess
+from gswarm.store import queries
 
 INGEST_RATE = 1000.0  # ticks/s sent while the queries are timed
 START_MS = 1_700_000_000_000
@@ -197,6 +202,45 @@ def at_size(bench: Bench, markets: int, requests: int) -> dict[str, Any]:
     }
 
 
-def run(bench: Bench, sizes: list[int], requests: int) -> dict[str, Any]:
+def in_process(markets: int, runs: int = 50, partitions: int = 8) -> dict[str, Any]:
+    """The index's own time (no HTTP, no ingest) on ``markets`` random markets whose rsi14
+    is 0 or 1 (as with two ticks each: half the markets tie in a screen on it)."""
+    rng = np.random.default_rng(markets)
+    parts = [vectors.PartitionIndex() for _ in range(partitions)]
+    ids = [market_id(i, markets) for i in range(markets)]
+    t = time.perf_counter()
+    for lo in range(0, markets, 50_000):
+        raw = rng.normal(size=(min(50_000, markets - lo), alpha.DIM))
+        raw[:, alpha.INDEX["rsi14"]] = rng.choice([0.0, 1.0], size=len(raw))
+        for p in range(partitions):
+            rows = np.arange(p, len(raw), partitions)
+            parts[p].upsert([ids[lo + r] for r in rows.tolist()], raw[rows])
+    for part in parts:
+        part.rank()
+    built = time.perf_counter() - t
+    one = queries.make_screen([queries.parse_where("rsi14:gt:0.7")])
+    two = queries.make_screen([queries.parse_where("rsi14:gt:0.7"),
+                               queries.parse_where("log_odds:lt:0")], "tick_rate")
+    asks: dict[str, Callable[[], object]] = {
+        "similar": lambda: queries.similar(
+            parts, vector=queries.target_vector(parts, ids[rng.integers(markets)]), k=10),
+        "screen": lambda: queries.screen(parts, one),
+        "screen2": lambda: queries.screen(parts, two),
+    }
+    out: dict[str, Any] = {"markets": markets, "build_s": round(built, 2),
+                           "bytes_per_market": round(sum(p.nbytes for p in parts) / markets, 1)}
+    for name, ask in asks.items():
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            ask()
+            times.append((time.perf_counter() - t) * 1000)
+        out[name] = _summary(times)
+    return out
+
+
+def run(bench: Bench, sizes: list[int], requests: int,
+        compute_sizes: list[int]) -> dict[str, Any]:
     return {"requests": requests, "ingest_rate": INGEST_RATE,
+            "in_process": [in_process(n) for n in compute_sizes],
             "sizes": [at_size(bench, n, requests) for n in sizes]}

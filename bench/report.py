@@ -238,6 +238,14 @@ def _queries(q: dict[str, Any]) -> list[str]:
     out.append("| restart: recovered, then first similar (index rebuilt) | " + " | ".join(
         f"{z['restart']['recovered_s']:.1f} s + {z['restart']['first_similar_s']:.2f} s"
         for z in sizes) + " |")
+    out += ["", "The index alone (in-process, no HTTP, no ingest; random markets, half of them "
+            "tied on rsi14), ms:", "",
+            "| markets | similar p50 / p99 | screen p50 / p99 | two conditions p50 / p99 | "
+            "bytes per market |", "| --- | --- | --- | --- | --- |"]
+    for c in q.get("in_process", []):
+        out.append(f"| {c['markets']:,} | " + " | ".join(
+            f"{c[n]['p50']:.1f} / {c[n]['p99']:.1f}" for n in ("similar", "screen", "screen2"))
+            + f" | {c['bytes_per_market']:.0f} |")
     return [*out, ""]
 
 

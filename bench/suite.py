@@ -57,6 +57,7 @@ class Sizes:
     sketch_runs: int = 5
     query_markets: tuple[int, ...] = (10_000, 100_000)
     query_requests: int = 200
+    query_compute_markets: tuple[int, ...] = (10_000, 100_000, 1_000_000)
 
 
 FULL = Sizes()
@@ -64,7 +65,8 @@ QUICK = Sizes(markets=50, ticks=1_000, ceiling_messages=5_000, runs=1, quix_runs
               latency_rates=(1000.0,), latency_s=3.0, wide_markets=5_000,
               wide_ticks=10_000, wide_runs=1, failover_runs=1, failover_prefill=2_000,
               recovery_ticks=2_000, memory_s=6.0, memory_markets=10_000, sketch_items=50_000,
-              sketch_runs=2, query_markets=(2_000,), query_requests=20)
+              sketch_runs=2, query_markets=(2_000,), query_requests=20,
+              query_compute_markets=(2_000,))
 
 
 def part_ceiling(b: Bench, z: Sizes) -> dict[str, Any]:
@@ -112,7 +114,8 @@ def part_sketches(b: Bench, z: Sizes) -> dict[str, Any]:
 
 
 def part_queries(b: Bench, z: Sizes) -> dict[str, Any]:
-    return queries.run(b, list(z.query_markets), z.query_requests)
+    return queries.run(b, list(z.query_markets), z.query_requests,
+                       list(z.query_compute_markets))
 
 
 PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {

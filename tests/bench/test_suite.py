@@ -19,7 +19,7 @@ TINY = suite.Sizes(markets=20, ticks=400, ceiling_messages=2_000, runs=1, quix_r
                    failover_prefill=1_000, recovery_ticks=1_000, memory_s=3.0,
                    memory_markets=2_000, sketch_items=5_000, sketch_runs=1,
                    wide_markets=300, wide_ticks=600, wide_runs=1, query_markets=(500,),
-                   query_requests=5)
+                   query_requests=5, query_compute_markets=(1_000,))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,8 @@ def test_queries_part_times_every_query_and_sizes_the_index(doc: dict[str, Any])
     assert z["vectors"]["markets"] == 500
     assert 240 <= z["vectors"]["bytes_per_market"] <= 1000  # spare rows at small sizes
     assert z["restart"]["first_similar_s"] > 0
+    (c,) = q["in_process"]
+    assert c["markets"] == 1_000 and 0 < c["similar"]["p50"] <= c["similar"]["p99"]
 
 
 def test_cluster_parts(doc: dict[str, Any]) -> None:
