@@ -68,9 +68,9 @@ def test_latest_alpha_reads_the_records_vector() -> None:
     assert latest_alpha(MarketRecord("empty").encode()) is None
     pairs = [(market_key(m), rec.encode()) for m, rec in sorted(truth.records.items())]
     pairs.insert(2, (market_key("empty"), MarketRecord("empty").encode()))
-    ids, raw = latest_vectors(pairs)
+    ids, rows = latest_vectors(pairs)
     assert ids == sorted(truth.records)
-    assert raw.tolist() == [list(truth.records[m].latest["alpha"].values()) for m in ids]
+    assert rows.tolist() == [list(truth.records[m].latest["alpha"].values()) for m in ids]
 
 
 def test_rebuilt_index_equals_upserted_index(stored: Any) -> None:
