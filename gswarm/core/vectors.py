@@ -240,14 +240,16 @@ class Screen:
 
 def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[tuple[str, F64]]:
     """(market, raw vector) of the markets that pass, in the screen's order."""
-    picked: list[tuple[tuple[float, str], str, F64]] = []
+    picked: list[tuple[float, str, PartitionIndex, int]] = []
     for p in parts:
-        sort = p.column(spec.sort)
-        for row in _screen_rows(p, spec).tolist():
-            picked.append((spec.key(p.ids[row], float(sort[row])), p.ids[row],
-                           p.columns[row].copy()))
-    picked.sort(key=lambda x: x[0])
-    return [(market, raw) for _, market, raw in picked[:spec.limit]]
+        rows = _screen_rows(p, spec)
+        keys = p.column(spec.sort)[rows]
+        if spec.descending:
+            keys = -keys
+        picked += [(key, p.ids[row], p, row)
+                   for key, row in zip(keys.tolist(), rows.tolist(), strict=True)]
+    picked.sort(key=lambda x: (x[0], x[1]))
+    return [(market, p.columns[row].copy()) for _, market, p, row in picked[:spec.limit]]
 
 
 def _screen_rows(p: PartitionIndex, spec: Screen) -> I64:
