@@ -297,7 +297,9 @@ class Ingest:
             raw = self.facts.data.db(owner[market].message.partition).get(market_key(market))
             work.append((market, MarketRecord.decode(raw) if raw is not None else None,
                          arrivals))
-        changed: dict[int, tuple[list[str], list[Any]]] = defaultdict(lambda: ([], []))
+        # partition -> (markets, their new raw alpha vectors), for the in-memory index
+        changed: dict[int, tuple[list[str], list[np.ndarray[Any, Any]]]] = defaultdict(
+            lambda: ([], []))
         for (market, record, arrivals), applied in zip(work, apply_batch(work), strict=True):
             event = owner[market]
             self.write_market(event, market, record, arrivals, applied)

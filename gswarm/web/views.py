@@ -22,7 +22,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from gswarm.core.sketches.state import MergedSketches, PartitionSketches
-from gswarm.core.vectors import Screen
+from gswarm.core.vectors import PartitionIndex, Screen
 from gswarm.errors import NotFoundError, QueryError
 from gswarm.store import queries
 from gswarm.stream.agents import ingest
@@ -293,7 +293,7 @@ async def market_search(web: Any, request: Any) -> Any:
     return web.json({"markets": sorted(set(found))[:limit]})
 
 
-async def local_vectors() -> list[Any]:
+async def local_vectors() -> list[PartitionIndex]:
     """The in-memory vector indexes of the partitions this worker serves."""
     try:
         return await ingest.vectors.ready(owned_partitions())
