@@ -45,6 +45,7 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         per = t["gswarm"]["changelog_messages_per_tick"]["median"]
         rows.append((f"<= 1 changelog message per tick ({label})", f"{per:.3f}", per <= 1))
     rows += _hot_path_targets(parts)
+    rows += _query_targets(parts)
     lat = parts.get("latency")
     if lat:
         for r in lat["rates"]:
@@ -124,6 +125,8 @@ def render(doc: dict[str, Any]) -> str:
     if "latency" in parts:
         out += _latency(parts["latency"])
     out += _cluster(parts)
+    if "queries" in parts:
+        out += _queries(parts["queries"])
     if "sketches" in parts:
         s = parts["sketches"]
         out += [f"**Sketch kernels** ({s['items']:,} ids, median of {s['runs']}):", "",
@@ -202,6 +205,65 @@ def _latency(lat: dict[str, Any]) -> list[str]:
         out.append(f"| {r['rate']:,.0f} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} | "
                    f"{ms(r['max_ms'])} | {_yes(r['kept_up'])} | {r['behind']:,} ticks |")
     return [*out, ""]
+
+
+_QUERIES = {
+    "latest": "latest (`/api/markets/M`)", "history": "history (100 points)",
+    "asof": "as-of", "similar": "**similar** (k=10)",
+    "screen": "**screen** `rsi14 gt 0.7`",
+    "screen2": "**screen** `rsi14 gt 0.7` and `log_odds lt 0`, by tick_rate",
+    "prefix": "prefix search", "hot": "hot markets",
+}
+
+
+def _queries(q: dict[str, Any]) -> list[str]:
+    sizes = q["sizes"]
+    head = " | ".join(f"{z['markets']:,} markets p50 / p99 ms" for z in sizes)
+    out = [f"**Queries at scale**: one lean worker, {q['requests']} requests per query, one "
+           f"after the other, while it ingests {q['ingest_rate']:,.0f} ticks/s; fill: two "
+           "ticks per market.", "",
+           f"| query | {head} |", "| --- |" + " --- |" * len(sizes)]
+    for name, label in _QUERIES.items():
+        cells = " | ".join(
+            f"{z['latency_ms'][name]['p50']:.1f} / {z['latency_ms'][name]['p99']:.1f}"
+            for z in sizes)
+        out.append(f"| {label} | {cells} |")
+    out.append("| fill (produce + ingest) | " + " | ".join(
+        f"{z['fill']['seconds']:,.0f} s ({z['fill']['ticks_per_s']:,} ticks/s)"
+        for z in sizes) + " |")
+    out.append("| vector index, bytes per market | " + " | ".join(
+        f"{z['vectors']['bytes_per_market']:.0f} ({z['vectors']['bytes'] / 2**20:.1f} MiB)"
+        for z in sizes) + " |")
+    out.append("| worker RSS | " + " | ".join(f"{z['rss_mb']:.0f} MB" for z in sizes) + " |")
+    out.append("| restart: recovered, then first similar (index rebuilt) | " + " | ".join(
+        f"{z['restart']['recovered_s']:.1f} s + {z['restart']['first_similar_s']:.2f} s"
+        for z in sizes) + " |")
+    out += ["", "The index alone (in-process, no HTTP, no ingest; random markets, half of them "
+            "tied on rsi14), ms:", "",
+            "| markets | similar p50 / p99 | screen p50 / p99 | two conditions p50 / p99 | "
+            "bytes per market |", "| --- | --- | --- | --- | --- |"]
+    for c in q.get("in_process", []):
+        out.append(f"| {c['markets']:,} | " + " | ".join(
+            f"{c[n]['p50']:.1f} / {c[n]['p99']:.1f}" for n in ("similar", "screen", "screen2"))
+            + f" | {c['bytes_per_market']:.0f} |")
+    return [*out, ""]
+
+
+def _query_targets(parts: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Issue 18's targets: similar and screen p99 at 100k and 1M markets, bytes/market."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for z in parts.get("queries", {}).get("sizes", []):
+        budget = {100_000: 50, 1_000_000: 250}.get(z["markets"])
+        if budget is None:
+            continue
+        for name in ("similar", "screen", "screen2"):
+            p99 = z["latency_ms"][name]["p99"]
+            rows.append((f"{name} p99 <= {budget} ms at {z['markets']:,} markets, ingesting",
+                         f"{p99:.1f} ms", p99 <= budget))
+        b = z["vectors"]["bytes_per_market"]
+        rows.append((f"in-memory arrays <= 100 bytes per market ({z['markets']:,})",
+                     f"{b:.0f}", b <= 100))
+    return rows
 
 
 def _cluster(parts: dict[str, Any]) -> list[str]:

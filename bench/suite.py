@@ -4,7 +4,8 @@ Run: ``make bench`` (all parts, full sizes), ``gswarm bench [--quick] [PART ...]
 ``python -m bench.suite [--quick] [PART ...]``. Parts: throughput (single ticks and arrays:
 drain floors, Gswarm, the Quix peer, cost per tick), ceiling (a no-op Faust agent
 beside the aiokafka drain), latency, failover, recovery, memory,
-sketches.
+sketches, queries (query latency at 10k and 100k markets; ``--query-markets`` for
+other sizes, e.g. 1,000,000).
 
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with ``--quick``), merging
 with a same-day document so single parts can be re-run, and, for full runs, rewrites the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, cluster, latency, sketches, throughput
+from bench import ceiling, cluster, latency, queries, sketches, throughput
 from bench.common import RESULTS, ROOT, Bench, bench_session, machine, spread, today
 from bench.report import render, update_markdown
 
@@ -53,6 +55,9 @@ class Sizes:
     memory_markets: int = 100_000
     sketch_items: int = 1_000_000
     sketch_runs: int = 5
+    query_markets: tuple[int, ...] = (10_000, 100_000)
+    query_requests: int = 200
+    query_compute_markets: tuple[int, ...] = (10_000, 100_000, 1_000_000)
 
 
 FULL = Sizes()
@@ -60,7 +65,8 @@ QUICK = Sizes(markets=50, ticks=1_000, ceiling_messages=5_000, runs=1, quix_runs
               latency_rates=(1000.0,), latency_s=3.0, wide_markets=5_000,
               wide_ticks=10_000, wide_runs=1, failover_runs=1, failover_prefill=2_000,
               recovery_ticks=2_000, memory_s=6.0, memory_markets=10_000, sketch_items=50_000,
-              sketch_runs=2)
+              sketch_runs=2, query_markets=(2_000,), query_requests=20,
+              query_compute_markets=(2_000,))
 
 
 def part_ceiling(b: Bench, z: Sizes) -> dict[str, Any]:
@@ -107,6 +113,11 @@ def part_sketches(b: Bench, z: Sizes) -> dict[str, Any]:
     return sketches.run(z.sketch_items, z.sketch_runs)
 
 
+def part_queries(b: Bench, z: Sizes) -> dict[str, Any]:
+    return queries.run(b, list(z.query_markets), z.query_requests,
+                       list(z.query_compute_markets))
+
+
 PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
     "ceiling": part_ceiling,
     "throughput": part_single,
@@ -117,6 +128,7 @@ PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
     "recovery": part_recovery,
     "memory": part_memory,
     "sketches": part_sketches,
+    "queries": part_queries,
 }
 
 
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, default=None,
                    help="file whose generated section to rewrite (default: BENCHMARKS.md "
                         "for full runs, none for --quick)")
+    p.add_argument("--query-markets", default=None, metavar="N,N,...",
+                   help="market counts of the queries part (default 10000,100000)")
     args = p.parse_args(argv)
     unknown = [x for x in args.parts if x not in PARTS]
     if unknown:
@@ -172,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     # retries are expected, their warnings are noise here
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     sizes = QUICK if args.quick else FULL
+    if args.query_markets:
+        try:
+            counts = tuple(int(x) for x in args.query_markets.split(","))
+        except ValueError:
+            p.error(f"--query-markets: comma-separated integers, got {args.query_markets!r}")
+        sizes = dataclasses.replace(sizes, query_markets=counts)
     t = time.monotonic()
     doc = run(parts, sizes, args.quick)
     args.results.mkdir(parents=True, exist_ok=True)

@@ -471,7 +471,8 @@ def _ask(settings: Settings, path: str, **params: Any) -> None:
 
     from gswarm.web.client import open_url
 
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None},
+                                   doseq=True)
     url = f"{settings.web_url}{path}" + (f"?{query}" if query else "")
     start = ("start one (`gswarm worker`, `gswarm run` or `gswarm cluster up`) or point "
              "--web-port / GSWARM_WEB_PORT at a running one")
@@ -586,13 +587,25 @@ def q_similar(settings: Settings, market: str, k: int, min_score: float) -> None
 
 
 @query.command("screen")
-@click.argument("component")
-@click.argument("op", type=click.Choice(["gt", "ge", "lt", "le"]), metavar="OP")
-@click.argument("value", type=float)
+@click.argument("component", required=False)
+@click.argument("op", type=click.Choice(["gt", "ge", "lt", "le"]), metavar="OP",
+                required=False)
+@click.argument("value", type=float, required=False)
+@click.option("--where", "where", multiple=True, metavar="COMPONENT:OP:VALUE",
+              help="A condition (repeatable; all must hold), e.g. --where log_odds:lt:0.")
+@click.option("--sort", default=None, help="Component to sort by (default: the first "
+              "condition's).")
+@click.option("--order", type=click.Choice(["asc", "desc"]), default=None)
+@click.option("--limit", type=int, default=100, show_default=True)
 @pass_settings
-def q_screen(settings: Settings, component: str, op: str, value: float) -> None:
-    """Markets whose alpha COMPONENT compares OP to VALUE (e.g. rsi14 gt 0.7)."""
-    _ask(settings, "/api/screen", component=component, op=op, value=value)
+def q_screen(settings: Settings, component: str | None, op: str | None, value: float | None,
+             where: tuple[str, ...], sort: str | None, order: str | None, limit: int) -> None:
+    """Markets whose alpha COMPONENT compares OP to VALUE (e.g. rsi14 gt 0.7), and every
+    --where condition."""
+    if component is not None and (op is None or value is None):
+        raise click.UsageError("give COMPONENT OP VALUE together (e.g. rsi14 gt 0.7)")
+    _ask(settings, "/api/screen", component=component, op=op, value=value,
+         where=list(where) or None, sort=sort, order=order, limit=limit)
 
 
 def _quote(market: str) -> str:

@@ -114,6 +114,22 @@ class MarketRecord:
         return cls(market, latest, last_offset, recent, n, rolling)
 
 
+def latest_alpha(data: bytes) -> memoryview | None:
+    """The raw current alpha vector of an encoded record (``DIM`` little-endian doubles),
+    without decoding the rest; None for a record without a tick."""
+    if not data or data[0] != RECORD_VERSION:
+        raise ValueError(f"unknown market record format {data[:1]!r}")
+    _, _, _, count, has_latest = _HEAD.unpack_from(data)
+    if not has_latest:
+        return None
+    _, pos = _get_str(data, _HEAD.size)
+    pos += 8 * count + _LATEST.size
+    for _ in range(4):
+        (n,) = _LEN.unpack_from(data, pos)
+        pos += 4 if n == _NONE else 4 + n
+    return memoryview(data)[pos:pos + _ALPHA.size]
+
+
 @dataclass(slots=True)
 class Arrival:
     """A tick with its origin: partition offset and index in the message.
@@ -135,6 +151,7 @@ class Applied:
     segment: Segment | None  # the new ticks; None if there were none
     skipped: int  # arrivals already applied (redelivered) or duplicate bets
     counted: list[Arrival]  # arrivals that are not duplicate bets: new or redelivered
+    current: NDArray[np.float64] | None = None  # the new raw alpha vector (None: unchanged)
 
 
 def apply_ticks(
@@ -226,7 +243,7 @@ def apply_batch(
             trader=[t.trader for t in mine], outcome=[t.outcome for t in mine],
             alpha=unit[start:end], record=new.encode(),
         )
-        out.append(Applied(new, segment, skipped, counted))
+        out.append(Applied(new, segment, skipped, counted, raw[end - 1]))
         start = end
     return out
 

@@ -1,20 +1,23 @@
-"""Queries over a worker's fact databases: range scans on EAVT-ordered keys.
+"""Queries over a worker's fact databases (range scans on EAVT-ordered keys) and over its
+in-memory alpha vectors and columns (similar markets, screens).
 
-Every function takes rocksdict databases (one per partition the worker holds) and reads
-them directly: history and as-of are seeks plus short forward/backward scans, never a copy
-of the table in Python. Arguments are checked here so every caller (web, CLI, tests) gets
-the same :class:`~gswarm.errors.QueryError` for bad input.
+Most functions take rocksdict databases (one per partition the worker holds) and read them
+directly: history and as-of are seeks plus short forward/backward scans, never a copy of
+the table in Python. Similarity and screens take the worker's
+:class:`~gswarm.core.vectors.PartitionIndex` objects instead; :func:`similar_scan` and
+:func:`screen_scan` answer the same questions by reading every market record (the
+reference the index is tested against). Arguments are checked here so every caller (web,
+CLI, tests) gets the same :class:`~gswarm.errors.QueryError` for bad input.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from gswarm.core import alpha
+from gswarm.core import alpha, vectors
 from gswarm.core.facts import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
@@ -27,6 +30,7 @@ from gswarm.core.facts import (
     tx_bytes,
 )
 from gswarm.core.ingest import MarketRecord
+from gswarm.core.vectors import Condition, PartitionIndex, Screen
 from gswarm.errors import NotFoundError, QueryError
 
 MAX_TS = 2**63 - 1
@@ -208,26 +212,64 @@ def search(dbs: Iterable[Db], prefix: str, limit: int = 100) -> list[str]:
     return sorted(found)[:limit]
 
 
-def _unit_alpha(rec: MarketRecord) -> np.ndarray[Any, Any]:
+def _unit_alpha(rec: MarketRecord) -> vectors.F32:
     raw = np.array([[rec.latest["alpha"][c] for c in alpha.COMPONENTS]], dtype=np.float64)
-    vec: np.ndarray[Any, Any] = alpha.embed(raw)[0].astype(np.float64)
-    return vec
+    vector: vectors.F32 = alpha.embed(raw)[0]
+    return vector
 
 
-def target_vector(dbs: Iterable[Db], market: str) -> list[float]:
-    """The stored (embedded, unit) alpha vector of ``market``."""
-    return _unit_alpha(record(dbs, market)).tolist()  # type: ignore[no-any-return]
-
-
-def similar(
-    dbs: Iterable[Db], *, market: str | None = None, vector: list[float] | None = None,
-    k: int = 10, min_score: float = -1.0, exclude: str | None = None,
-) -> list[dict[str, Any]]:
-    """Top-k markets by cosine similarity of their current alpha vectors (>= min_score)."""
+def check_k(k: int, min_score: float) -> None:
     if not 1 <= k <= 1000:
         raise QueryError(f"k must be in [1, 1000], got {k}")
     if not -1.0 <= min_score <= 1.0:
         raise QueryError(f"min must be in [-1, 1], got {min_score}")
+
+
+def given_vector(vector: Sequence[float]) -> vectors.F32:
+    """A vector given by a caller (in the stored, embedded form), scaled to unit length.
+
+    A stored vector (float32 components, unit length to float32 precision) is taken as it
+    is: scaling it again could move a component by one float32 step, and asking with a
+    market's vector must answer as asking with the market (workers pass it to each other).
+    """
+    if len(vector) != alpha.DIM or not np.all(np.isfinite(vector)):
+        raise QueryError(f"vector must have {alpha.DIM} finite components")
+    given = np.array(vector, dtype=np.float64)
+    as32 = given.astype(np.float32)
+    if np.array_equal(as32, given) and abs(float(np.dot(given, given)) - 1.0) <= 1e-6:
+        return as32
+    unit: vectors.F32 = alpha.unit(given[None, :])[0]
+    return unit
+
+
+def target_vector(parts: Iterable[PartitionIndex], market: str) -> list[float]:
+    """The stored (embedded, unit) alpha vector of ``market``, from the in-memory index."""
+    check_market(market)
+    for part in parts:
+        found = part.vector(market)
+        if found is not None:
+            return found.astype(np.float64).tolist()  # type: ignore[no-any-return]
+    raise NotFoundError(f"unknown market {market!r}")
+
+
+def similar(
+    parts: Iterable[PartitionIndex], *, vector: Sequence[float], k: int = 10,
+    min_score: float = -1.0, exclude: str | None = None,
+) -> list[dict[str, Any]]:
+    """Top-k markets by cosine similarity of their current alpha vectors to ``vector``
+    (>= min_score), best first, ties by market id; from the in-memory index."""
+    check_k(k, min_score)
+    target = given_vector(vector)
+    hits = vectors.similar(parts, target, k, min_score, [exclude] if exclude else [])
+    return [{"market": m, "score": score} for m, score in hits]
+
+
+def similar_scan(
+    dbs: Iterable[Db], *, market: str | None = None, vector: list[float] | None = None,
+    k: int = 10, min_score: float = -1.0, exclude: str | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`similar` by reading every market record (slow; the reference)."""
+    check_k(k, min_score)
     dbs = list(dbs)
     if (market is None) == (vector is None):
         raise QueryError("give exactly one of a market or a vector")
@@ -235,10 +277,7 @@ def similar(
         target = _unit_alpha(record(dbs, market))
     else:
         assert vector is not None
-        if len(vector) != alpha.DIM or not np.all(np.isfinite(vector)):
-            raise QueryError(f"vector must have {alpha.DIM} finite components")
-        # a given vector is compared as given (in the stored, embedded form)
-        target = alpha.unit(np.array([vector], dtype=np.float64))[0].astype(np.float64)
+        target = given_vector(vector)
     ids, rows = [], []
     for rec in markets(dbs):
         if rec.market not in (market, exclude):
@@ -246,33 +285,88 @@ def similar(
             rows.append(_unit_alpha(rec))
     if not rows:
         return []
-    scores = np.vstack(rows) @ target
-    order = np.lexsort((np.array(ids), -scores))
+    scores = vectors.exact_scores(np.vstack(rows), target)
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))
     return [
         {"market": ids[i], "score": float(scores[i])}
         for i in order[:k] if scores[i] >= min_score
     ]
 
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
-}
+MAX_CONDITIONS = 20
 
 
-def screen(
-    dbs: Iterable[Db], component: str, op: str, value: float, limit: int = 100
-) -> list[dict[str, Any]]:
-    """Markets whose current alpha ``component`` compares ``op`` (gt/ge/lt/le) to ``value``."""
+def check_component(component: str) -> str:
     if component not in alpha.INDEX:
         raise QueryError(f"unknown component {component!r}; one of {list(alpha.COMPONENTS)}")
-    if op not in _OPS:
-        raise QueryError(f"op must be one of {sorted(_OPS)}")
+    return component
+
+
+def condition(component: str, op: str, value: float) -> Condition:
+    """A checked screen condition."""
+    check_component(component)
+    if op not in vectors.OPS:
+        raise QueryError(f"op must be one of {sorted(vectors.OPS)}, got {op[:20]!r}")
+    if not np.isfinite(value):
+        raise QueryError("a condition's value must be finite")
+    return Condition(component, op, value)
+
+
+def parse_where(text: str) -> Condition:
+    """``component:op:value`` (e.g. ``rsi14:gt:0.7``) as a checked condition."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise QueryError(f"where must be component:op:value (e.g. rsi14:gt:0.7), got "
+                         f"{text[:60]!r}")
+    try:
+        value = float(parts[2])
+    except ValueError:
+        raise QueryError(f"where {text[:60]!r}: value must be a number") from None
+    return condition(parts[0], parts[1], value)
+
+
+def make_screen(
+    conditions: Sequence[Condition], sort: str | None = None, order: str | None = None,
+    limit: int = 100,
+) -> Screen:
+    """A checked screen. ``sort`` defaults to the first condition's component, ``order``
+    to ascending when that condition is ``lt``/``le`` on the sort key, else descending."""
     check_limit(limit)
-    cmp = _OPS[op]
-    hits = [
-        {"market": rec.market, component: rec.latest["alpha"][component]}
-        for rec in markets(dbs) if cmp(rec.latest["alpha"][component], value)
-    ]
-    hits.sort(key=lambda h: (-h[component] if op in ("gt", "ge") else h[component],
-                             h["market"]))
-    return hits[:limit]
+    if len(conditions) > MAX_CONDITIONS:
+        raise QueryError(f"at most {MAX_CONDITIONS} conditions")
+    if sort is None:
+        if not conditions:
+            raise QueryError("give at least one condition (where=component:op:value) "
+                             "or a sort component")
+        sort = conditions[0].component
+    check_component(sort)
+    if order is None:
+        first = conditions[0] if conditions else None
+        ascending = first is not None and first.component == sort and first.op in ("lt", "le")
+        order = "asc" if ascending else "desc"
+    if order not in ("asc", "desc"):
+        raise QueryError(f"order must be asc or desc, got {order[:20]!r}")
+    return Screen(tuple(conditions), sort, order == "desc", limit)
+
+
+def screen_row(spec: Screen, market: str, raw: Sequence[float]) -> dict[str, Any]:
+    """One market of a screen's answer: its id and the components the screen names."""
+    return {"market": market, **{c: float(raw[alpha.INDEX[c]]) for c in spec.components}}
+
+
+def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[dict[str, Any]]:
+    """Markets whose current raw alpha passes every condition, in the screen's order;
+    from the in-memory columns."""
+    return [screen_row(spec, m, raw.tolist()) for m, raw in vectors.screen(parts, spec)]
+
+
+def screen_scan(dbs: Iterable[Db], spec: Screen) -> list[dict[str, Any]]:
+    """:func:`screen` by reading every market record (slow; the reference)."""
+    hits = []
+    for rec in markets(dbs):
+        raw = [rec.latest["alpha"][c] for c in alpha.COMPONENTS]
+        if all(c.holds(raw) for c in spec.conditions):
+            hits.append((spec.key(rec.market, raw[alpha.INDEX[spec.sort]]),
+                         screen_row(spec, rec.market, raw)))
+    hits.sort(key=lambda h: h[0])
+    return [row for _, row in hits[:spec.limit]]

@@ -40,6 +40,13 @@ async def forget_partitions_elsewhere(sender: Any, /, *args: Any, signal: Any = 
     assigned = args[0] if args else kwargs.get("assigned", ())
     ingest.offsets.keep({tp.partition for tp in assigned if tp.topic == settings.tick_topic})
     ingest.sketches.forget()
+    ingest.vectors.forget()
+
+
+@app.on_partitions_revoked.connect
+async def drop_vectors(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    """Revoked partitions' vectors go at once (every index is rebuilt after the assignment)."""
+    ingest.vectors.forget()
 
 
 @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]

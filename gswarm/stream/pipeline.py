@@ -35,6 +35,7 @@ from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
 from gswarm.errors import TickError
 from gswarm.store.queries import last_datom
 from gswarm.stream.delivery import run_records
+from gswarm.stream.vectors import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class Ingest:
     ) -> None:
         self.facts = facts
         self.sketches = SketchCache(sketches, sketch_key)
+        self.vectors = VectorCache(facts)
         self.deadletters = deadletter_topic
         self.partitions = partitions
         self.max_bytes = max_message_bytes
@@ -295,10 +297,19 @@ class Ingest:
             raw = self.facts.data.db(owner[market].message.partition).get(market_key(market))
             work.append((market, MarketRecord.decode(raw) if raw is not None else None,
                          arrivals))
+        # partition -> (markets, their new raw alpha vectors), for the in-memory index
+        changed: dict[int, tuple[list[str], list[np.ndarray[Any, Any]]]] = defaultdict(
+            lambda: ([], []))
         for (market, record, arrivals), applied in zip(work, apply_batch(work), strict=True):
             event = owner[market]
             self.write_market(event, market, record, arrivals, applied)
+            if applied.current is not None:
+                ids, rows = changed[event.message.partition]
+                ids.append(market)
+                rows.append(applied.current)
             yield market, event, applied.counted
+        for partition, (ids, rows) in changed.items():
+            self.vectors.upsert(partition, ids, np.vstack(rows))
 
     def write_market(
         self, event: EventT[Any], market: str, record: MarketRecord | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gswarm.config import Settings
+from gswarm.core import alpha
 from gswarm.core.facts import ATTRIBUTES
 from gswarm.web import access
 
@@ -65,10 +66,18 @@ def document(settings: Settings) -> dict[str, Any]:
             "/api/similar": _get("Most similar markets to a vector", [
                 _q("vector", {"type": "string"}, required=True), k,
                 _q("min", {"type": "number", "minimum": -1, "maximum": 1})], (400, 503)),
-            "/api/screen": _get("Markets by an alpha component", [
-                _q("component", {"type": "string"}, required=True),
-                _q("op", {"type": "string", "enum": ["gt", "ge", "lt", "le"]}),
-                _q("value", {"type": "number"}, required=True), limit], (400, 503)),
+            "/api/screen": _get(
+                "Markets whose alpha components pass every condition (where=rsi14:gt:0.7, "
+                "repeated; or one component/op/value), sorted by a component", [
+                    {**_q("where", {"type": "array", "maxItems": 20, "items": {
+                        "type": "string", "pattern": r"^[a-z0-9_]+:(gt|ge|lt|le):[^:]+$",
+                        "example": "rsi14:gt:0.7"}}), "style": "form", "explode": True},
+                    _q("component", {"type": "string", "enum": list(alpha.COMPONENTS)}),
+                    _q("op", {"type": "string", "enum": ["gt", "ge", "lt", "le"]}),
+                    _q("value", {"type": "number"}),
+                    _q("sort", {"type": "string", "enum": list(alpha.COMPONENTS)}),
+                    _q("order", {"type": "string", "enum": ["asc", "desc"]}), limit],
+                (400, 503)),
             "/api/hot": _get("Hot markets, overall or in a window of event time", [
                 k, _q("window", {"type": "number", "exclusiveMinimum": True, "minimum": 0,
                                  "maximum": 3600})], (400, 503)),

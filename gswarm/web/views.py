@@ -22,6 +22,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from gswarm.core.sketches.state import MergedSketches, PartitionSketches
+from gswarm.core.vectors import PartitionIndex, Screen
 from gswarm.errors import NotFoundError, QueryError
 from gswarm.store import queries
 from gswarm.stream.agents import ingest
@@ -29,6 +30,7 @@ from gswarm.stream.app import app, settings
 from gswarm.stream.factstore import FactStore
 from gswarm.stream.pipeline import counters
 from gswarm.stream.tables import SKETCH_KEY, facts, sketches
+from gswarm.stream.vectors import Rebalanced
 from gswarm.web import metrics, openapi
 
 Handler = Callable[..., Awaitable[Any]]
@@ -161,6 +163,9 @@ async def stats(web: Any, request: Any) -> Any:
         "unique_markets": merged.markets.estimate(),
         "unique_traders": merged.traders.estimate(),
         "sketched_ticks": merged.ticks,
+        "vectors": {"markets": sum(len(p) for p in ingest.vectors.parts.values()),
+                    "bytes": ingest.vectors.nbytes(),
+                    "rebuilding": sorted(ingest.vectors.builds)},
     })
 
 
@@ -252,13 +257,15 @@ def peers() -> list[str]:
     return sorted({str(url).rstrip("/") for url in app.router.tables_metadata()} - {me})
 
 
-async def gather(path: str, params: dict[str, Any]) -> list[Any]:
-    """GET ``path?local=1&params`` from every other worker (JSON documents)."""
+async def gather(path: str, params: dict[str, Any] | list[tuple[str, str]]) -> list[Any]:
+    """GET ``path?local=1&params`` from every other worker (JSON documents); ``params``
+    as a list of pairs may repeat a name."""
+    pairs = [(k, str(v)) for k, v in (params.items() if isinstance(params, dict) else params)]
 
     async def one(url: str) -> Any:
         try:
             async with app.http_client.get(
-                f"{url}{path}", params={**{k: str(v) for k, v in params.items()}, "local": "1"},
+                f"{url}{path}", params=[*pairs, ("local", "1")],
                 timeout=aiohttp.ClientTimeout(total=10),
             ) as resp:
                 if resp.status >= 400:
@@ -286,11 +293,19 @@ async def market_search(web: Any, request: Any) -> Any:
     return web.json({"markets": sorted(set(found))[:limit]})
 
 
+async def local_vectors() -> list[PartitionIndex]:
+    """The in-memory vector indexes of the partitions this worker serves."""
+    try:
+        return await ingest.vectors.ready(owned_partitions())
+    except Rebalanced as exc:
+        raise Unavailable(str(exc)) from None
+
+
 async def _target_vector(market: str) -> list[float]:
     """The stored (embedded) alpha vector of a market, from whichever worker holds it."""
     queries.check_market(market)
     try:
-        return queries.target_vector(all_dbs(), market)
+        return queries.target_vector(await local_vectors(), market)
     except NotFoundError:
         if not peers():
             raise
@@ -305,14 +320,14 @@ async def _target_vector(market: str) -> list[float]:
 async def market_vector(web: Any, request: Any, market: str) -> Any:
     """The market's stored alpha vector if this worker holds it (``null`` otherwise)."""
     try:
-        return web.json({"vector": queries.target_vector(all_dbs(), market)})
+        return web.json({"vector": queries.target_vector(await local_vectors(), market)})
     except NotFoundError:
         return web.json({"vector": None})
 
 
 async def _similar(request: Any, vector: list[float], exclude: str | None) -> list[Any]:
     k, min_score = _int(request, "k", 10), _float(request, "min", -1.0)
-    hits = queries.similar(all_dbs(), vector=vector, k=k, min_score=min_score,
+    hits = queries.similar(await local_vectors(), vector=vector, k=k, min_score=min_score,
                            exclude=exclude)
     if not _local(request):
         params: dict[str, Any] = {"vector": ",".join(map(repr, vector)), "k": k,
@@ -348,20 +363,37 @@ async def similar_vector(web: Any, request: Any) -> Any:
     return web.json({"similar": await _similar(request, vector, exclude)})
 
 
+def screen_spec(request: Any) -> Screen:
+    """The screen a request asks for: ``where=component:op:value`` (repeated) and/or the
+    single ``component``/``op``/``value``, with ``sort``, ``order`` and ``limit``."""
+    conditions = [queries.parse_where(w) for w in request.query.getall("where", [])]
+    if request.query.get("component") is not None:
+        conditions.append(queries.condition(
+            request.query["component"], request.query.get("op", "gt"), _float(request, "value")))
+    return queries.make_screen(conditions, request.query.get("sort") or None,
+                               request.query.get("order") or None, _int(request, "limit", 100))
+
+
 @app.page("/api/screen")
 @json_errors
 async def screen(web: Any, request: Any) -> Any:
-    """Markets whose current alpha component compares ``op`` to ``value``, cluster-wide."""
-    component, op = request.query.get("component", ""), request.query.get("op", "gt")
-    value, limit = _float(request, "value"), _int(request, "limit", 100)
-    hits = queries.screen(all_dbs(), component, op, value, limit)
+    """Markets whose current alpha components pass every condition, cluster-wide."""
+    spec = screen_spec(request)
+    hits = queries.screen(await local_vectors(), spec)
     if not _local(request):
-        params = {"component": component, "op": op, "value": value, "limit": limit}
+        params = [("where", f"{c.component}:{c.op}:{c.value!r}") for c in spec.conditions]
+        params += [("sort", spec.sort), ("order", "desc" if spec.descending else "asc"),
+                   ("limit", str(spec.limit))]
         for doc in await gather("/api/screen", params):
             hits += doc["markets"]
-    hits.sort(key=lambda h: (-h[component] if op in ("gt", "ge") else h[component],
-                             h["market"]))
-    return web.json({"component": component, "markets": hits[:limit]})
+    hits.sort(key=lambda h: spec.key(h["market"], h[spec.sort]))
+    return web.json({
+        "component": spec.conditions[0].component if spec.conditions else spec.sort,
+        "conditions": [{"component": c.component, "op": c.op, "value": c.value}
+                       for c in spec.conditions],
+        "sort": spec.sort, "order": "desc" if spec.descending else "asc",
+        "markets": hits[:spec.limit],
+    })
 
 
 @app.page("/api/storage")

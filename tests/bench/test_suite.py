@@ -18,7 +18,8 @@ TINY = suite.Sizes(markets=20, ticks=400, ceiling_messages=2_000, runs=1, quix_r
                    latency_rates=(500.0,), latency_s=2.0, failover_runs=1,
                    failover_prefill=1_000, recovery_ticks=1_000, memory_s=3.0,
                    memory_markets=2_000, sketch_items=5_000, sketch_runs=1,
-                   wide_markets=300, wide_ticks=600, wide_runs=1)
+                   wide_markets=300, wide_ticks=600, wide_runs=1, query_markets=(500,),
+                   query_requests=5, query_compute_markets=(1_000,))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,21 @@ def test_latency_part_reports_percentiles(doc: dict[str, Any]) -> None:
     assert r["kept_up"] == (r["ingested"] >= 0.99 * r["sent"])
     assert 0 < r["facts_measured"] <= r["ingested"]
     assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] < 60_000
+
+
+def test_queries_part_times_every_query_and_sizes_the_index(doc: dict[str, Any]) -> None:
+    q = doc["parts"]["queries"]
+    (z,) = q["sizes"]
+    assert z["markets"] == 500 and z["fill"]["ticks"] == 1000
+    assert set(z["latency_ms"]) == {"latest", "history", "asof", "similar", "screen",
+                                    "screen2", "prefix", "hot"}
+    for lat in z["latency_ms"].values():
+        assert lat["n"] == TINY.query_requests and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert z["vectors"]["markets"] == 500
+    assert 240 <= z["vectors"]["bytes_per_market"] <= 1000  # spare rows at small sizes
+    assert z["restart"]["first_similar_s"] > 0
+    (c,) = q["in_process"]
+    assert c["markets"] == 1_000 and 0 < c["similar"]["p50"] <= c["similar"]["p99"]
 
 
 def test_cluster_parts(doc: dict[str, Any]) -> None:

@@ -1,0 +1,125 @@
+"""The worker's in-memory alpha vectors and columns, one index per partition it owns.
+
+Like the sketches (:class:`~gswarm.stream.pipeline.SketchCache`), the state is kept in
+memory and dropped on every rebalance: a partition's :class:`~gswarm.core.vectors.
+PartitionIndex` is rebuilt from its stored market records (which recovery has brought up
+to date) the first time the ingest or a query needs it, then the ingest batch upserts the
+markets it changed. The rebuild reads the records in chunks and yields to the event loop
+between them (a million markets take seconds: the worker must keep heartbeating and
+ingesting meanwhile); the ingest upserts into the index being built, and the rebuild only
+adds markets it does not hold yet, so a newer value is never replaced by an older one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from gswarm.core import alpha
+from gswarm.core.facts import MARKET
+from gswarm.core.ingest import latest_alpha
+from gswarm.core.vectors import F64, PartitionIndex
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 4096  # records read between two yields to the event loop
+
+
+class Rebalanced(Exception):
+    """A partition's index was dropped (a rebalance) while a query waited for it."""
+
+
+class VectorCache:
+    """Per-partition vector indexes of the ``facts`` table's market records."""
+
+    def __init__(self, facts: Any) -> None:
+        self.facts = facts
+        self.parts: dict[int, PartitionIndex] = {}
+        self.builds: dict[int, asyncio.Task[None]] = {}
+
+    def upsert(self, partition: int, markets: Sequence[str], raw: F64) -> None:
+        """The ingest wrote these markets' records: their current raw alpha vectors."""
+        self._index(partition).upsert(markets, raw)
+
+    async def ready(self, partitions: Iterable[int]) -> list[PartitionIndex]:
+        """The complete indexes of ``partitions`` (waits for rebuilds under way)."""
+        out = []
+        for partition in partitions:
+            index = self._index(partition)
+            build = self.builds.get(partition)
+            if build is not None:
+                await asyncio.wait([build])  # a client going away does not cancel it
+                if build.cancelled() or self.parts.get(partition) is not index:
+                    raise Rebalanced(f"partition {partition} moved while its vectors were "
+                                     "being rebuilt; retry shortly")
+                failed = build.exception()
+                if failed is not None:
+                    raise failed
+            out.append(index)
+        return out
+
+    def forget(self) -> None:
+        """A rebalance: drop every index (rebuilt from the records when next needed)."""
+        for build in self.builds.values():
+            build.cancel()
+        self.builds.clear()
+        self.parts.clear()
+
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts.values())
+
+    def _index(self, partition: int) -> PartitionIndex:
+        index = self.parts.get(partition)
+        if index is None:
+            index = self.parts[partition] = PartitionIndex()
+            task = asyncio.ensure_future(self._build(partition, index))
+            self.builds[partition] = task
+            task.add_done_callback(functools.partial(self._built, partition, index))
+        return index
+
+    def _built(self, partition: int, index: PartitionIndex, task: asyncio.Task[None]) -> None:
+        if self.builds.get(partition) is task:
+            del self.builds[partition]
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("vectors: rebuilding partition %d failed", partition,
+                  exc_info=task.exception())
+        if self.parts.get(partition) is index:
+            del self.parts[partition]  # the next use starts again
+
+    async def _build(self, partition: int, index: PartitionIndex) -> None:
+        started = time.perf_counter()
+        records = market_records(self.facts.data.db(partition))
+        while chunk := list(itertools.islice(records, _CHUNK)):
+            ids, raw = latest_vectors(chunk)
+            index.fill(ids, raw)
+            await asyncio.sleep(0)
+        index.rank()
+        log.info("vectors: partition %d rebuilt from %d market records in %.2f s",
+                 partition, len(index), time.perf_counter() - started)
+
+
+def market_records(db: Any) -> Iterator[tuple[bytes, bytes]]:
+    """(key, record) of every market record of a partition database, in key order."""
+    return itertools.takewhile(lambda kv: kv[0].startswith(MARKET), db.items(from_key=MARKET))
+
+
+def latest_vectors(records: Iterable[tuple[bytes, bytes]]) -> tuple[list[str], F64]:
+    """The market ids and raw current alpha vectors (one row each) of (key, record) pairs;
+    records without a tick are left out."""
+    ids: list[str] = []
+    blobs: list[bytes] = []
+    for key, value in records:
+        found = latest_alpha(value)
+        if found is not None:
+            ids.append(key[len(MARKET):].decode())
+            blobs.append(bytes(found))
+    raw = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, alpha.DIM)
+    return ids, raw
