@@ -35,8 +35,7 @@ def _app(batches: list[list[bytes]], max_: int) -> tuple[faust.App, Any]:
 
 
 def test_gswarm_app_uses_the_adaptive_stream() -> None:
-    stream_class: Any = gswarm_app.conf.Stream
-    assert stream_class is batching.Stream
+    assert gswarm_app.conf.Stream is batching.Stream
 
 
 async def test_a_lone_event_is_handed_over_without_waiting() -> None:
