@@ -149,8 +149,7 @@ class Settings:
     batch_runs: int = _setting(
         "GSWARM_BATCH_RUNS", 0,
         "Ingest batch: at most this many runs (a run: one partition's messages from one "
-        "fetch); 0 means one per partition. A batch is handed over as soon as no more runs "
-        "are waiting, so it grows with the backlog and stays small under light load.",
+        "fetch); 0 means one per partition. Flushed sooner after GSWARM_BATCH_WITHIN_S.",
     )
     fetch_partition_bytes: int = _setting(
         "GSWARM_FETCH_PARTITION_BYTES", 1_048_576,
@@ -164,9 +163,8 @@ class Settings:
         "back); higher means fewer empty fetches on an idle cluster.",
     )
     batch_within_s: float = _setting(
-        "GSWARM_BATCH_WITHIN_S", 0.05,
-        "Ingest batch: the longest its first run waits while more keep arriving (seconds); "
-        "a batch is handed over at once when nothing more is waiting.",
+        "GSWARM_BATCH_WITHIN_S", 0.02,
+        "Ingest batch: flush after this many seconds (or at GSWARM_BATCH_RUNS runs).",
     )
     rocksdb_memory_mb: int = _setting(
         "GSWARM_ROCKSDB_MEMORY_MB", 64,

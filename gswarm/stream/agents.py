@@ -1,6 +1,5 @@
-"""The ingest agent: batches of runs of tick messages, handed over as soon as no more runs
-are waiting, at ``batch_runs`` runs, or once the first has waited ``batch_within_s`` (see
-gswarm/stream/batching.py for batches, gswarm/stream/delivery.py for runs)."""
+"""The ingest agent: batches of runs of tick messages, flushed at ``batch_runs`` runs or
+after ``batch_within_s`` (see gswarm/stream/delivery.py for runs)."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ before_commit(app, ingest.sketches.persist)
 async def ingest_ticks(stream: Any) -> None:
     """Validate, group by market, and write one segment per market per batch."""
     runs = settings.batch_runs_or_partitions
-    async for events in stream.take_ready(runs, settings.batch_within_s):
+    async for events in stream.take_events(runs, settings.batch_within_s):
         await ingest.handle(events)
 
 

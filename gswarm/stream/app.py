@@ -47,8 +47,6 @@ def make_app(s: Settings) -> faust.App:
         broker_max_poll_records=None,
         # the root logger back at the configured level once started (worker.py)
         Worker="gswarm.stream.worker:Worker",
-        # adaptive batches: take_ready hands a batch over when nothing more is waiting
-        Stream="gswarm.stream.batching:Stream",
         web_enabled=True,
         web_host=s.web_host,
         web_bind=s.web_host,
