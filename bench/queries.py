@@ -198,7 +198,7 @@ def at_size(bench: Bench, markets: int, requests: int) -> dict[str, Any]:
                     "bytes_per_market": round(vec["bytes"] / max(vec["markets"], 1), 1)},
         "rss_mb": round(rss, 1),
         "restart": {"recovered_s": round(recovered, 2),
-                    "first_similar_s": round(ms / 1000, 2)},
+                    "first_similar_s": round(ms / 1000, 4)},
     }
 
 
