@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,14 +94,8 @@ class CountMinSketch:
         run_w = np.add.reduceat(w, starts)
         touched = np.unique(cells[starts])
         local = dict(zip(touched.tolist(), flat[touched].tolist(), strict=True))
-        out = []
-        for pos, idx, weight in zip(starts.tolist(), cells[starts].tolist(), run_w.tolist(),
-                                    strict=True):
-            target = min(local[i] for i in idx) + weight
-            for i in idx:
-                if local[i] < target:
-                    local[i] = target
-            out.append((pos, target))
+        out = _raise_runs(local, zip(starts.tolist(), cells[starts].tolist(), run_w.tolist(),
+                                     strict=True))
         flat[touched] = np.fromiter((local[i] for i in touched.tolist()), dtype=np.uint64,
                                     count=len(touched))
         return out
@@ -114,25 +109,18 @@ class CountMinSketch:
     def _update_few(self, hashes: list[int], weights: list[int]) -> list[tuple[int, int]]:
         """The conservative update of a few hashes on Python integers (same counters and
         runs as the numpy form, without its fixed cost per call)."""
-        flat = self.counts.reshape(-1)
-        local: dict[int, int] = {}
-        out = []
+        runs = []
         pos, n = 0, len(hashes)
         while pos < n:
             h, weight, end = hashes[pos], weights[pos], pos + 1
             while end < n and hashes[end] == h:
                 weight += weights[end]
                 end += 1
-            idx = self.cells_of(h)
-            for i in idx:
-                if i not in local:
-                    local[i] = int(flat[i])
-            target = min(local[i] for i in idx) + weight
-            for i in idx:
-                if local[i] < target:
-                    local[i] = target
-            out.append((pos, target))
+            runs.append((pos, self.cells_of(h), weight))
             pos = end
+        flat = self.counts.reshape(-1)
+        local = {i: int(flat[i]) for _, idx, _ in runs for i in idx}
+        out = _raise_runs(local, runs)
         for i, value in local.items():
             flat[i] = value
         return out
@@ -179,3 +167,17 @@ class CountMinSketch:
                 and bool(np.array_equal(other.counts, self.counts)))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _raise_runs(local: dict[int, int],
+                runs: Iterable[tuple[int, list[int], int]]) -> list[tuple[int, int]]:
+    """Conservative update of ``local`` (cell -> counter), run by run in order: each run's
+    cells rise to at least its estimate plus its weight; returns (position, estimate)."""
+    out = []
+    for pos, idx, weight in runs:
+        target = min(local[i] for i in idx) + weight
+        for i in idx:
+            if local[i] < target:
+                local[i] = target
+        out.append((pos, target))
+    return out

@@ -11,7 +11,9 @@ slices.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -61,37 +63,37 @@ class WindowRing:
         if len(ts) == 0:
             return
         if len(ts) <= SMALL:
-            self._update_few(ts.tolist(), markets, market_hashes, trader_hashes)
+            # a few ticks: the same slices, grouped in plain Python (numpy's fixed cost per
+            # call would be most of the work)
+            few = [t // self.slice_ms for t in ts.tolist()]
+            low = self._advance(max(few))
+            groups: dict[int, list[int]] = {}
+            for pos, s in enumerate(few):
+                if s >= low:
+                    groups.setdefault(s, []).append(pos)
+                else:
+                    self.late += 1
+            self._add(groups.items(), markets, market_hashes, trader_hashes)
             return
         idx = ts // self.slice_ms
-        self.newest = max(self.newest, int(idx.max()))
-        low = self.newest - self.slots + 1
-        for s in [s for s in self.slices if s < low]:
-            del self.slices[s]
+        low = self._advance(int(idx.max()))
         keep = idx >= low
         self.late += int((~keep).sum())
-        for s in np.unique(idx[keep]).tolist():
-            mask = np.flatnonzero(idx == s)
-            sl = self.slices.get(s) or self.slices.setdefault(s, self._new_slice())
-            runs = sl.freq.update(market_hashes[mask])
-            sl.top.offer_many((markets[mask[pos]], est) for pos, est in runs)
-            sl.traders.update(trader_hashes[mask])
+        self._add(((s, np.flatnonzero(idx == s)) for s in np.unique(idx[keep]).tolist()),
+                  markets, market_hashes, trader_hashes)
 
-    def _update_few(self, ts: list[int], markets: list[str], market_hashes: NDArray[np.uint64],
-                    trader_hashes: NDArray[np.uint64]) -> None:
-        """:meth:`update` for a few ticks: the same slices, grouped in plain Python."""
-        idx = [t // self.slice_ms for t in ts]
-        self.newest = max(self.newest, *idx)
+    def _advance(self, newest: int) -> int:
+        """Move the ring to ``newest`` (if newer); return the oldest slice it keeps."""
+        self.newest = max(self.newest, newest)
         low = self.newest - self.slots + 1
         for s in [s for s in self.slices if s < low]:
             del self.slices[s]
-        groups: dict[int, list[int]] = {}
-        for pos, s in enumerate(idx):
-            if s >= low:
-                groups.setdefault(s, []).append(pos)
-            else:
-                self.late += 1
-        for s, mask in groups.items():
+        return low
+
+    def _add(self, groups: Iterable[tuple[int, Any]], markets: list[str],
+             market_hashes: NDArray[np.uint64], trader_hashes: NDArray[np.uint64]) -> None:
+        """Add each slice's ticks (positions into the batch, in stream order) to it."""
+        for s, mask in groups:
             sl = self.slices.get(s) or self.slices.setdefault(s, self._new_slice())
             runs = sl.freq.update(market_hashes[mask])
             sl.top.offer_many((markets[mask[pos]], est) for pos, est in runs)
