@@ -48,7 +48,7 @@ class Sizes:
     wide_runs: int = 2
     latency_rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0)
     latency_s: float = 15.0
-    failover_runs: int = 2
+    failover_runs: int = 3
     failover_prefill: int = 20_000
     recovery_ticks: int = 50_000
     memory_s: float = 120.0
@@ -95,10 +95,17 @@ def part_latency(b: Bench, z: Sizes) -> dict[str, Any]:
 
 
 def part_failover(b: Bench, z: Sizes) -> dict[str, Any]:
-    warm = [cluster.failover(b, True, i, z.failover_prefill) for i in range(z.failover_runs)]
-    cold = [cluster.failover(b, False, i, z.failover_prefill) for i in range(z.failover_runs)]
-    return {"with_standby_s": spread(warm), "without_standby_s": spread(cold),
-            "prefill": z.failover_prefill}
+    """Kill -9 of the leader: supervised (evicted at once) and bare (session expiry), each
+    with and without a standby; every run's parts (bench/cluster.py)."""
+    out: dict[str, Any] = {"prefill": z.failover_prefill}
+    for supervised in (True, False):
+        for standbys in (True, False):
+            runs = [cluster.failover(b, standbys, supervised, i, z.failover_prefill)
+                    for i in range(z.failover_runs)]
+            key = (f"{'supervised' if supervised else 'bare'}_"
+                   f"{'with' if standbys else 'without'}_standby")
+            out[key] = {"total_s": spread([r["total"] for r in runs]), "runs": runs}
+    return out
 
 
 def part_recovery(b: Bench, z: Sizes) -> dict[str, Any]:

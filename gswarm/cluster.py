@@ -2,9 +2,12 @@
 
 ``gswarm cluster up`` starts a detached supervisor (``python -m gswarm.cluster``) that
 starts the workers -- distinct web ports (``GSWARM_WEB_PORT + i``), data dirs and log files
--- and restarts any that dies, after a back-off. Its state file lists every PID it owns, so
-``gswarm cluster down`` stops exactly those processes (the supervisor first, which stops its
-workers; any worker left is stopped by its own PID after checking its command line).
+-- and restarts any that dies, at once the first time, then after a growing back-off.
+A worker that died is first evicted from the consumer group (:func:`gswarm.kafka.groups.
+evict`): the others take its partitions now, not once its session has expired. Its state
+file lists every PID it owns, so ``gswarm cluster down`` stops exactly those processes (the
+supervisor first, which stops its workers; any worker left is stopped by its own PID after
+checking its command line).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from typing import Any
 
 from gswarm.config import Settings
 from gswarm.errors import WorkerError
+from gswarm.kafka import groups
 from gswarm.runner import WorkerProcess, preflight
 
 log = logging.getLogger("gswarm.cluster")
 
-BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 def cluster_dir(settings: Settings) -> Path:
@@ -104,6 +108,7 @@ class Supervisor:
                 if i not in due:
                     delay = BACKOFF_S[min(self.restarts[i], len(BACKOFF_S) - 1)]
                     log.warning("%s (pid %s) died; restarting in %.1fs", w.name, w.pid, delay)
+                    self.evict(w)
                     due[i] = time.monotonic() + delay
                 elif time.monotonic() >= due[i]:
                     del due[i]
@@ -117,18 +122,35 @@ class Supervisor:
         state_file(self.settings).unlink(missing_ok=True)
         log.info("cluster stopped")
 
+    def evict(self, worker: WorkerProcess) -> None:
+        """Tell the group that ``worker``'s member is gone (its process has exited)."""
+        s = worker.settings
+        try:
+            gone = asyncio.run(asyncio.wait_for(
+                groups.evict(s, s.app_id, worker.url), s.kafka_timeout_s))
+        except Exception as exc:  # the session timeout still removes it
+            log.warning("could not evict %s from group %s (%s); its session will expire",
+                        worker.name, s.app_id, exc)
+            return
+        log.info("evicted %s from group %s: %s", worker.name, s.app_id,
+                 ", ".join(gone) or "no member left")
+
     def _stop(self, signum: int, frame: object) -> None:
         self.stopping = True
 
 
-def up(settings: Settings, workers: int, timeout: float = 120.0) -> dict[str, Any]:
-    """Start a supervised cluster unless one runs; wait until every partition is served."""
+def up(settings: Settings, workers: int, timeout: float = 120.0,
+       standbys: bool = True) -> dict[str, Any]:
+    """Start a supervised cluster unless one runs; wait until every partition is served.
+
+    With two workers or more each keeps a standby replica of the other's tables (unless
+    ``standbys`` is false: the failover benchmark measures both)."""
     state = read_state(settings)
     if state and _is(state.get("supervisor"), "gswarm.cluster"):
         return state
     asyncio.run(preflight(settings, [worker_settings(settings, i).web_port
                                      for i in range(workers)]))
-    if workers >= 2:  # standbys so a survivor promotes a warm replica
+    if workers >= 2 and standbys:  # standbys so a survivor promotes a warm replica
         settings = settings.override(lean=False)
     cluster_dir(settings).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.to_env()}

@@ -176,6 +176,18 @@ class Settings:
         "How often a worker commits consumed offsets (redelivery after a crash is bounded "
         "by it; state stays exact either way).",
     )
+    session_timeout_s: float = _setting(
+        "GSWARM_SESSION_TIMEOUT_S", 3.0,
+        "How long the group waits on a silent worker before giving its partitions to the "
+        "others (Kafka's session timeout, bounded below by the broker's "
+        "group.min.session.timeout.ms). A supervised cluster evicts a worker whose process "
+        "died at once, without waiting for it.",
+    )
+    heartbeat_s: float = _setting(
+        "GSWARM_HEARTBEAT_S", 0.1,
+        "How often a worker heartbeats to its group, which is also how soon it notices that "
+        "a rebalance began; at most a third of GSWARM_SESSION_TIMEOUT_S.",
+    )
     max_message_bytes: int = _setting(
         "GSWARM_MAX_MESSAGE_BYTES", 1_048_576,
         "Largest tick message accepted; larger ones are dead-lettered as oversized.",
@@ -292,6 +304,9 @@ class Settings:
             ("batch_within_s", self.batch_within_s > 0, "> 0"),
             ("rocksdb_memory_mb", self.rocksdb_memory_mb >= 8, ">= 8"),
             ("commit_interval_s", self.commit_interval_s > 0, "> 0"),
+            ("session_timeout_s", self.session_timeout_s >= 1, ">= 1"),
+            ("heartbeat_s", 0 < self.heartbeat_s <= self.session_timeout_s / 3,
+             "> 0 and at most a third of GSWARM_SESSION_TIMEOUT_S"),
             ("retention_s", self.retention_s > 0, "> 0"),
             ("prune_interval_s", self.prune_interval_s > 0, "> 0"),
             ("web_port", 0 < self.web_port < 65536, port),

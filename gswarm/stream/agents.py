@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any, cast
 
+from faust.sensors import Sensor
+
 from gswarm.core.lag import behind
 from gswarm.stream.app import app, settings
 from gswarm.stream.delivery import RunConsumer, before_commit
@@ -37,7 +39,9 @@ async def forget_partitions_elsewhere(sender: Any, /, *args: Any, signal: Any = 
                                       **kwargs: Any) -> None:
     """Offsets of tick partitions this worker no longer holds move on without it."""
     assigned = args[0] if args else kwargs.get("assigned", ())
-    ingest.offsets.keep({tp.partition for tp in assigned if tp.topic == settings.tick_topic})
+    owned = {tp.partition for tp in assigned if tp.topic == settings.tick_topic}
+    ingest.rebalances.assigned(owned)
+    ingest.offsets.keep(owned)
     ingest.sketches.forget()
     ingest.vectors.forget()
 
@@ -45,7 +49,28 @@ async def forget_partitions_elsewhere(sender: Any, /, *args: Any, signal: Any = 
 @app.on_partitions_revoked.connect
 async def drop_vectors(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
     """Revoked partitions' vectors go at once (every index is rebuilt after the assignment)."""
+    ingest.rebalances.revoked()
     ingest.vectors.forget()
+
+
+class RebalanceStart(Sensor):
+    """Faust calls a sensor's ``on_rebalance_start`` as soon as the consumer learns that a
+    rebalance began: the first moment of the timeline in /api/cluster
+    (:mod:`gswarm.core.rebalances`)."""
+
+    def on_rebalance_start(self, app: Any) -> dict[str, Any]:
+        ingest.rebalances.began()  # called in the consumer's thread: only a timestamp
+        return {}
+
+
+app.sensors.add(RebalanceStart())
+
+
+@app.on_rebalance_complete.connect
+async def note_recovered(sender: Any, /, *args: Any, signal: Any = None,
+                         **kwargs: Any) -> None:
+    """Tables are up to date after the rebalance: ingest resumes."""
+    ingest.rebalances.recovered()
 
 
 @app.timer(interval=settings.prune_interval_s, on_leader=True)  # type: ignore[untyped-decorator]

@@ -33,9 +33,10 @@ def make_app(s: Settings) -> faust.App:
         table_standby_replicas=0 if s.lean else 1,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
-        # a killed worker is noticed within a few seconds (the broker allows >= 1 s)
-        broker_session_timeout=3.0,
-        broker_heartbeat_interval=0.5,
+        # a killed worker is noticed within the session timeout (the local broker allows
+        # >= 1 s); a supervised one is evicted at once (gswarm.kafka.groups.evict)
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_s,
         broker_commit_interval=s.commit_interval_s,
         producer_linger_ms=2,
         producer_max_batch_size=512 * 1024,

@@ -30,6 +30,7 @@ from gswarm.core.lag import LagRing
 from gswarm.core.meta import CONTROL_OP as META_OP
 from gswarm.core.meta import MarketMeta, meta_datoms, parse_meta
 from gswarm.core.offsets import OffsetWatch
+from gswarm.core.rebalances import Rebalances
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
 from gswarm.errors import TickError
@@ -225,6 +226,8 @@ class Ingest:
         self.fresh_ts: list[np.ndarray[Any, Any]] = []  # event times of this batch's new facts
         self.stamps: list[int] = []  # Kafka record times (ms) of this batch's messages
         self.offsets = OffsetWatch()
+        self.rebalances = Rebalances()
+        self.fresh_partitions: set[int] = set()  # partitions with new facts in this batch
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
         """One batch: events of a :class:`~gswarm.stream.delivery.RunTopic` (runs of records)."""
@@ -324,6 +327,7 @@ class Ingest:
             self.fresh_ts.append(segment.ts)
             counters.ticks += len(segment.ts)
             counters.ticks_by_partition[partition] += len(segment.ts)
+            self.fresh_partitions.add(partition)
             for a in arrivals:
                 if a.offset > last:
                     counters.ticks_by_source[a.tick.source] += 1
@@ -412,6 +416,8 @@ class Ingest:
         if not fresh:
             return
         now, cpu = time.time(), time.process_time()
+        self.rebalances.wrote(self.fresh_partitions)
+        self.fresh_partitions.clear()
         counters.arrival_lag.add(now * 1000.0 - np.array(stamps, dtype=np.float64))
         if counters.first_fact_time is None:
             counters.first_fact_time, counters.first_fact_cpu = began

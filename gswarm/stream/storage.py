@@ -11,7 +11,14 @@ through one write-buffer manager, so RocksDB's memory has a single bound
 It plugs in where Faust lets a table choose its store (``Table._new_store_by_url``, see
 :mod:`gswarm.stream.tables`): :class:`SharedStore` is Faust's RocksDB store whose
 ``rocksdb_options`` build the shared options. Everything else (paths, recovery, offsets,
-changelogs) is Faust's.
+changelogs) is Faust's, with one change to what a rebalance costs:
+
+* ``revoke_partitions``: Faust's drops the databases of the revoked partitions and then
+  runs a full garbage collection (so a dropped database's handle, and its lock, is freed
+  before the partition may be opened again), on every rebalance, for every table, even when
+  nothing was revoked -- as on a survivor that only gains partitions after a failover.
+  With a worker's heap that is 0.1-0.4 s of the event loop per table, in the middle of the
+  failover. Here it runs (Faust's own code) only when a database is actually dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP, CollectionT
 
 
 class SharedMemory:
@@ -80,3 +88,10 @@ class SharedStore(RocksDBStore):
         options = dict(self.options or {})
         memory = shared_memory(int(options.pop("memory_bytes")))
         self.rocksdb_options = SharedOptions(memory, **options, use_rocksdict=True)
+
+    def revoke_partitions(self, table: CollectionT, tps: set[TP]) -> None:
+        """Faust's revoke (drop the databases, then collect garbage), only when one of
+        ``tps`` has a database open here: otherwise there is nothing to drop or free."""
+        topics = table.changelog_topic.topics
+        if any(tp.topic in topics and tp.partition in self._dbs for tp in tps):
+            super().revoke_partitions(table, tps)

@@ -432,6 +432,7 @@ async def cluster(web: Any, request: Any) -> Any:
         "worker": str(app.conf.canonical_url), "leader": app.is_leader(),
         "recovering": recovering(),
         "active": actives, "standby": standbys, "lag": lag, "workers": workers,
+        "rebalances": ingest.rebalances.as_dict(),
     })
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench import suite
+from bench.cluster import PARTS as FAILOVER_PARTS
 from bench.common import Bench
 from bench.report import BEGIN, END, render, update_markdown
 from gswarm.kafka.broker import LocalBroker
@@ -85,10 +86,17 @@ def test_queries_part_times_every_query_and_sizes_the_index(doc: dict[str, Any])
     assert c["markets"] == 1_000 and 0 < c["similar"]["p50"] <= c["similar"]["p99"]
 
 
+
 def test_cluster_parts(doc: dict[str, Any]) -> None:
     parts = doc["parts"]
-    for key in ("with_standby_s", "without_standby_s"):
-        _spread_ok(parts["failover"][key])
+    for key in ("supervised_with_standby", "supervised_without_standby",
+                "bare_with_standby", "bare_without_standby"):
+        fo = parts["failover"][key]
+        _spread_ok(fo["total_s"])
+        for run in fo["runs"]:  # the parts add up to the whole, each one measured
+            assert all(run[p] >= 0 for p in FAILOVER_PARTS)
+            assert abs(sum(run[p] for p in FAILOVER_PARTS)
+                       - run["total"]) < 0.01
     rec = parts["recovery"]
     assert rec["changelog_records"] > 0 and rec["records_per_s"] > 0
     samples = parts["memory"]["samples"]

@@ -8,6 +8,7 @@ latest state and history must be equal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -185,6 +186,50 @@ def test_repeated_chaos_with_the_supervisor_restarting_workers(
         assert sketch_digests(*views) == sketch_digests(calm)
         # any worker answers for any market (routed to the owner)
         same_state(views[0], calm, markets())
+    finally:
+        cluster.down(s)
+
+
+def test_the_supervisor_evicts_a_dead_worker_before_its_session_expires(
+    settings_factory: Callable[..., Settings], calm: WorkerProcess,
+) -> None:
+    """The group would wait SESSION_S for a killed worker; the supervisor tells it at once,
+    so its partitions are written again long before that, and nothing is lost."""
+    session_s = 45.0
+    s = make(settings_factory, session_timeout_s=session_s)
+    cluster.up(s, 2)
+    try:
+        views = [WorkerProcess(cluster.worker_settings(s, i), f"worker-{i}") for i in (0, 1)]
+        feeder = Feeder(s)
+        feeder.start()
+        wait_for(lambda: sketched(*views) > N // 4, 60, "a quarter of the stream")
+        state = cluster.read_state(s)
+        assert state is not None
+        victim = state["workers"][0]  # both own partitions (cluster.up waits for that)
+        lost = views[0].get("/api/cluster")["active"]
+        before = {p: sum(v.get("/api/stats")["ticks_by_partition"].get(str(p), 0)
+                         for v in views) for p in lost}
+        os.kill(int(victim["pid"]), 9)
+        killed = time.monotonic()
+
+        def written_again() -> bool:
+            now = {p: 0 for p in lost}
+            for v in views:
+                with contextlib.suppress(OSError, ValueError):
+                    for p in lost:
+                        now[p] += v.get("/api/stats")["ticks_by_partition"].get(str(p), 0)
+            return any(now[p] > before[p] for p in lost)
+
+        # a bound, not a speed figure: without the eviction nothing can move before the
+        # session expires (the restarted worker's join waits for the dead member too)
+        wait_for(written_again, session_s - 15, "the dead worker's partitions written again")
+        record("evicted-takeover", seconds=round(time.monotonic() - killed, 3),
+               session_timeout_s=session_s)
+        log = (cluster.cluster_dir(s) / "supervisor.log").read_text()
+        assert f"evicted {victim['name']} from group {s.app_id}: faust-" in log
+        feeder.finish()
+        wait_for(lambda: sketched(*views) >= N, 180, "the whole stream ingested")
+        assert sketch_digests(*views) == sketch_digests(calm)
     finally:
         cluster.down(s)
 

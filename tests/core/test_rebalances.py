@@ -1,0 +1,50 @@
+"""The rebalance timeline that /api/cluster shows and the failover benchmark reads."""
+
+from __future__ import annotations
+
+from gswarm.core.rebalances import KEPT, Rebalances
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_failover_is_timed_step_by_step() -> None:
+    r = Rebalances(Clock())
+    r.began()
+    r.revoked()
+    r.assigned([0, 1, 2, 3])  # the first assignment: everything is gained
+    r.recovered()
+    r.wrote([0, 1, 2, 3])
+    r.began()  # a peer died
+    r.revoked()
+    r.assigned([0, 1, 2, 3, 4, 5])
+    r.recovered()
+    r.wrote([0, 1])  # its own partitions first: not what the failover waits for
+    r.wrote([1, 5])
+    r.wrote([4, 5])
+    last = r.as_dict()["recent"][-1]
+    assert r.count == 2
+    assert last["gained"] == [4, 5]
+    assert last["began_at"] < last["revoked_at"] < last["assigned_at"] < last["recovered_at"]
+    assert last["first_write_at"]["5"] < last["first_write_at"]["4"]
+    assert set(last["first_write_at"]) == {"4", "5"}  # only the gained ones are timed
+
+
+def test_an_assignment_without_a_revoke_counts_and_only_the_latest_are_kept() -> None:
+    r = Rebalances(Clock())
+    r.wrote([0])  # nothing gained yet: nothing recorded
+    r.recovered()
+    assert r.count == 0 and r.last.recovered_at is None
+    for i in range(KEPT + 3):
+        r.assigned([i])
+    assert r.count == KEPT + 3
+    assert len(r.as_dict()["recent"]) == KEPT
+    assert r.last.gained == (KEPT + 2,) and r.last.revoked_at is None
+    r.revoked()  # a revoke without the start seen: a rebalance of its own
+    assert r.count == KEPT + 4 and r.last.began_at is None
