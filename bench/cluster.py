@@ -121,8 +121,16 @@ def failover(bench: Bench, standbys: bool, supervised: bool, run: int,
         except TimeoutError:
             raise TimeoutError(f"no worker wrote to partitions {lost} within 120 s of the kill "
                                f"at {killed_at:.3f}; their rebalances: {views}") from None
+        out = {k: round(v, 3) for k, v in found[0].items()}
+        if supervised:  # the restarted worker: process start, join, recovery, own writes
+            def restarted() -> bool:
+                rebalances = get(vurl)("/api/cluster")["rebalances"]["recent"]
+                return any(r["first_write_at"] for r in rebalances)
+
+            wait_for(restarted, 120)
+            out["restarted_writing"] = round(time.time() - killed_at, 3)
         steady.join(60)
-        return {k: round(v, 3) for k, v in found[0].items()}
+        return out
     finally:
         if supervised:
             gcluster.down(s)

@@ -286,8 +286,12 @@ def _cluster(parts: dict[str, Any]) -> list[str]:
                 "/".join(f"{r[p]:.2f}" for p in FAILOVER_PARTS)
                 for r in runs)
             rows.append(f"| kill -9 of the leader -> survivor writes its partitions, {label} "
-                        f"| {fmt(fo[key]['total_s'], 2)} s (detect/revoke/rebalance/recover/resume "
-                        f"per run: {each}) |")
+                        f"| {fmt(fo[key]['total_s'], 2)} s (detect/revoke/rebalance/recover/"
+                        f"resume per run: {each}) |")
+            back = [r["restarted_writing"] for r in runs if "restarted_writing" in r]
+            if back:
+                rows.append(f"| the same: the restarted worker writing again | "
+                            f"{', '.join(f'{x:.2f}' for x in back)} s |")
     if "recovery" in parts:
         r = parts["recovery"]
         rows.append(f"| cold recovery of {r['changelog_records']:,} changelog records "

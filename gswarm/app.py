@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gswarm.stream import agents, tables  # noqa: F401  (register with the app)
+from gswarm.stream import agents, peers, tables  # noqa: F401  (register with the app)
 from gswarm.stream.app import app
 from gswarm.web import views  # noqa: F401
 

@@ -188,6 +188,12 @@ class Settings:
         "How often a worker heartbeats to its group, which is also how soon it notices that "
         "a rebalance began; at most a third of GSWARM_SESSION_TIMEOUT_S.",
     )
+    peer_probe_s: float = _setting(
+        "GSWARM_PEER_PROBE_S", 0.2,
+        "How often a worker checks that its peers' web ports still accept connections; a "
+        "peer that refuses twice in a row died, and is evicted from the group at once "
+        "instead of after GSWARM_SESSION_TIMEOUT_S. 0 turns the check off.",
+    )
     max_message_bytes: int = _setting(
         "GSWARM_MAX_MESSAGE_BYTES", 1_048_576,
         "Largest tick message accepted; larger ones are dead-lettered as oversized.",
@@ -305,6 +311,7 @@ class Settings:
             ("rocksdb_memory_mb", self.rocksdb_memory_mb >= 8, ">= 8"),
             ("commit_interval_s", self.commit_interval_s > 0, "> 0"),
             ("session_timeout_s", self.session_timeout_s >= 1, ">= 1"),
+            ("peer_probe_s", self.peer_probe_s >= 0, ">= 0"),
             ("heartbeat_s", 0 < self.heartbeat_s <= self.session_timeout_s / 3,
              "> 0 and at most a third of GSWARM_SESSION_TIMEOUT_S"),
             ("retention_s", self.retention_s > 0, "> 0"),

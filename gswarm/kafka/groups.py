@@ -78,8 +78,10 @@ async def members(settings: Settings, group: str) -> list[Member]:
         await client.close()
 
 
-async def evict(settings: Settings, group: str, url: str) -> list[str]:
-    """Remove from ``group`` every member whose worker URL is ``url``; their member ids.
+async def evict(settings: Settings, group: str, url: str,
+                only: set[str] | None = None) -> list[str]:
+    """Remove from ``group`` every member whose worker URL is ``url`` (and whose id is in
+    ``only``, if given); the member ids removed.
 
     Only for a worker whose process is known to have exited: a live member removed this
     way finds out at its next heartbeat and joins again (one more rebalance, nothing lost).
@@ -89,7 +91,7 @@ async def evict(settings: Settings, group: str, url: str) -> list[str]:
         coordinator = await client.coordinator_lookup(CoordinationType.GROUP, group)
         gone = []
         for member in await _members(client, coordinator, group):
-            if member.url != url:
+            if member.url != url or (only is not None and member.member_id not in only):
                 continue
             response: Any = await client.send(
                 coordinator, LeaveGroupRequest(group, member.member_id))
