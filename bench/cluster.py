@@ -97,9 +97,11 @@ def failover(bench: Bench, standbys: bool, supervised: bool, run: int,
         time.sleep(2)  # standbys catch up
         steady = background(lambda: feed(s, 2000, 40_000, 4000.0, seed=2))
         time.sleep(2)
-        (victim, vurl), _ = (
+        (victim, vurl), (_, surl) = (
             workers if get(workers[0][1])("/api/cluster")["leader"] else workers[::-1])
         lost = get(vurl)("/api/cluster")["active"]
+        # what the survivor's standbys had still to apply (changelog records) at the kill
+        behind = sum(get(surl)("/api/cluster")["standby_behind"].values())
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time()
         found: list[dict[str, float]] = []
@@ -121,7 +123,7 @@ def failover(bench: Bench, standbys: bool, supervised: bool, run: int,
         except TimeoutError:
             raise TimeoutError(f"no worker wrote to partitions {lost} within 120 s of the kill "
                                f"at {killed_at:.3f}; their rebalances: {views}") from None
-        out = {k: round(v, 3) for k, v in found[0].items()}
+        out = {**{k: round(v, 3) for k, v in found[0].items()}, "standby_behind": behind}
         if supervised:  # the restarted worker: process start, join, recovery, own writes
             def restarted() -> bool:
                 rebalances = get(vurl)("/api/cluster")["rebalances"]["recent"]

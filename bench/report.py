@@ -288,6 +288,10 @@ def _cluster(parts: dict[str, Any]) -> list[str]:
             rows.append(f"| kill -9 of the leader -> survivor writes its partitions, {label} "
                         f"| {fmt(fo[key]['total_s'], 2)} s (detect/revoke/rebalance/recover/"
                         f"resume per run: {each}) |")
+            if "with_standby" in key:
+                lags = ", ".join(str(r.get("standby_behind", "-")) for r in runs)
+                rows.append(f"| the same: changelog records the survivor's standbys had "
+                            f"still to apply at the kill | {lags} |")
             back = [r["restarted_writing"] for r in runs if "restarted_writing" in r]
             if back:
                 rows.append(f"| the same: the restarted worker writing again | "

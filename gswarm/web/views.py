@@ -432,8 +432,31 @@ async def cluster(web: Any, request: Any) -> Any:
         "worker": str(app.conf.canonical_url), "leader": app.is_leader(),
         "recovering": recovering(),
         "active": actives, "standby": standbys, "lag": lag, "workers": workers,
+        "standby_behind": await standby_behind(),
         "rebalances": ingest.rebalances.as_dict(),
     })
+
+
+async def standby_behind() -> dict[str, int]:
+    """Changelog records each standby replica has still to apply ("table:partition": n):
+    what a failover to this worker would replay before it starts (0: caught up)."""
+    tables = {t.changelog_topic.get_topic_name(): t for t in (facts, sketches)}
+    tps = [tp for tp in app.assignor.assigned_standbys() if tp.topic in tables]
+    if not tps:
+        return {}
+    try:
+        ends = await app.consumer.highwaters(*tps)
+    except Exception:  # broker unreachable for a moment: say nothing rather than guess
+        return {}
+    out = {}
+    for tp in sorted(tps):
+        table = tables[tp.topic]
+        applied = table.data.persisted_offset(tp)
+        end = ends.get(tp)
+        if end is not None:
+            out[f"{table.name}:{tp.partition}"] = max(
+                0, end - (applied + 1 if applied is not None else 0))
+    return out
 
 
 # -- metrics, OpenAPI, dashboard, live events --------------------------------------------------

@@ -95,6 +95,8 @@ def test_cluster_parts(doc: dict[str, Any]) -> None:
         _spread_ok(fo["total_s"])
         for run in fo["runs"]:  # the parts add up to the whole, each one measured
             assert all(run[p] >= 0 for p in FAILOVER_PARTS)
+            assert run["standby_behind"] >= 0
+            assert "restarted_writing" in run if key.startswith("supervised") else True
             assert abs(sum(run[p] for p in FAILOVER_PARTS)
                        - run["total"]) < 0.01
     rec = parts["recovery"]

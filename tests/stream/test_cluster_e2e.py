@@ -28,6 +28,7 @@ from gswarm.kafka import topics
 from gswarm.kafka.broker import LocalBroker
 from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
+from gswarm.stream.tables import STANDBY_BUFFER
 from tests.conftest import broker_settings
 from tests.stream.compare import same_state, sketch_digests, sketched
 from tests.stream.conftest import OUTPUT, produce_ticks, wait_consumed, wait_for
@@ -234,6 +235,12 @@ def test_the_supervisor_evicts_a_dead_worker_before_its_session_expires(
         feeder.finish()
         wait_for(lambda: sketched(*views) >= N, 180, "the whole stream ingested")
         assert sketch_digests(*views) == sketch_digests(calm)
+
+        def standbys_caught_up() -> bool:  # each worker keeps a replica of the other's
+            behind = [v.get("/api/cluster")["standby_behind"] for v in views]
+            return all(b and max(b.values()) < STANDBY_BUFFER for b in behind)
+
+        wait_for(standbys_caught_up, 60, "every standby replica caught up")
     finally:
         cluster.down(s)
 
