@@ -20,6 +20,7 @@ from bench.common import (
     changelog_topics,
     end_offsets,
     rss_mb,
+    stats,
     wait_for,
 )
 from gswarm import cluster as gcluster
@@ -137,6 +138,35 @@ def failover(bench: Bench, standbys: bool, supervised: bool, run: int,
         if supervised:
             gcluster.down(s)
         for w in plain:
+            w.stop()
+
+
+def steady(bench: Bench, seconds: float, rate: float) -> dict[str, Any]:
+    """Two workers with standbys fed ``rate`` ticks/s (more than they ingest: full load)
+    for ``seconds``: rebalances nobody asked for (a missed heartbeat expiring a session)
+    would show in each worker's rebalance count (/api/cluster)."""
+    s = bench.settings("steady", lean=False)
+    bench.create(s)
+    ws = [WorkerProcess(s.override(web_port=free_port()), f"w{i}") for i in (1, 2)]
+    try:
+        for w in ws:
+            w.start()
+        wait_for(lambda: all(w.get("/api/cluster")["active"] for w in ws), 90)
+        time.sleep(3)  # the joins' rebalances are over
+        start = [w.get("/api/cluster")["rebalances"]["count"] for w in ws]
+        t0 = time.monotonic()
+        load = background(lambda: feed(s, 2000, int(seconds * rate), rate, seed=5))
+        load.join(3 * seconds + 60)  # the feed may not reach ``rate``: it takes longer
+        took = time.monotonic() - t0
+        end = [w.get("/api/cluster")["rebalances"]["count"] for w in ws]
+        ticks = sum(stats(w)["ticks"] for w in ws)
+        behind = sum(stats(w)["behind_total"] for w in ws)
+        return {"seconds": round(took, 1), "rate": rate, "ticks": ticks, "behind": behind,
+                "session_timeout_s": s.session_timeout_s, "heartbeat_s": s.heartbeat_s,
+                "rebalances": [b - a for a, b in zip(start, end, strict=True)],
+                "alive": [w.alive() for w in ws]}
+    finally:
+        for w in ws:
             w.stop()
 
 

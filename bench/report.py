@@ -65,6 +65,10 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             rows.append((f"failover <= {want:g} s in every run (kill -9, {label}, supervised)",
                          f"max {t['max']:.2f} s (median {t['median']:.2f})",
                          t["max"] <= want))
+    st = parts.get("steady")
+    if st:
+        rows.append((f"no spurious rebalance in {st['seconds'] / 60:.0f} min at full load",
+                     f"{sum(st['rebalances'])} rebalances", not any(st["rebalances"])))
     return rows
 
 
@@ -296,6 +300,12 @@ def _cluster(parts: dict[str, Any]) -> list[str]:
             if back:
                 rows.append(f"| the same: the restarted worker writing again | "
                             f"{', '.join(f'{x:.2f}' for x in back)} s |")
+    if "steady" in parts:
+        st = parts["steady"]
+        rows.append(f"| rebalances nobody asked for: 2 workers, {st['seconds']:.0f} s fed "
+                    f"{st['rate']:,.0f} ticks/s (session {st['session_timeout_s']:g} s, "
+                    f"heartbeat {st['heartbeat_s']:g} s) | {st['rebalances']} "
+                    f"({st['ticks']:,} ticks ingested) |")
     if "recovery" in parts:
         r = parts["recovery"]
         rows.append(f"| cold recovery of {r['changelog_records']:,} changelog records "

@@ -3,14 +3,15 @@
 Run: ``make bench`` (all parts, full sizes), ``gswarm bench [--quick] [PART ...]`` or
 ``python -m bench.suite [--quick] [PART ...]``. Parts: throughput (single ticks and arrays:
 drain floors, Gswarm, the Quix peer, cost per tick), ceiling (a no-op Faust agent
-beside the aiokafka drain), latency, failover, recovery, memory,
+beside the aiokafka drain), latency, failover (supervised and bare, in parts), steady (10
+minutes at full load, counting rebalances), recovery, memory,
 sketches, queries (query latency at 10k and 100k markets; ``--query-markets`` for
 other sizes, e.g. 1,000,000).
 
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with ``--quick``), merging
 with a same-day document so single parts can be re-run, and, for full runs, rewrites the
 generated section of ``BENCHMARKS.md`` (between its ``bench:begin``/``bench:end`` markers).
-Full sizes finish in about 15 minutes on 2 cores; ``--quick`` in 2-3.
+Full sizes finish in about 35 minutes on 2 cores; ``--quick`` in 2-3.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Sizes:
     latency_s: float = 15.0
     failover_runs: int = 3
     failover_prefill: int = 20_000
+    steady_s: float = 600.0
+    steady_rate: float = 20_000.0
     recovery_ticks: int = 50_000
     memory_s: float = 120.0
     memory_markets: int = 100_000
@@ -64,6 +67,7 @@ FULL = Sizes()
 QUICK = Sizes(markets=50, ticks=1_000, ceiling_messages=5_000, runs=1, quix_runs=1,
               latency_rates=(1000.0,), latency_s=3.0, wide_markets=5_000,
               wide_ticks=10_000, wide_runs=1, failover_runs=1, failover_prefill=2_000,
+              steady_s=5.0, steady_rate=2_000.0,
               recovery_ticks=2_000, memory_s=6.0, memory_markets=10_000, sketch_items=50_000,
               sketch_runs=2, query_markets=(2_000,), query_requests=20,
               query_compute_markets=(2_000,))
@@ -112,6 +116,10 @@ def part_recovery(b: Bench, z: Sizes) -> dict[str, Any]:
     return cluster.cold_recovery(b, z.recovery_ticks)
 
 
+def part_steady(b: Bench, z: Sizes) -> dict[str, Any]:
+    return cluster.steady(b, z.steady_s, z.steady_rate)
+
+
 def part_memory(b: Bench, z: Sizes) -> dict[str, Any]:
     return cluster.memory(b, z.memory_s, z.memory_markets)
 
@@ -132,6 +140,7 @@ PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
     "wide": part_wide,
     "latency": part_latency,
     "failover": part_failover,
+    "steady": part_steady,
     "recovery": part_recovery,
     "memory": part_memory,
     "sketches": part_sketches,

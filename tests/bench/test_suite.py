@@ -16,7 +16,8 @@ from bench.report import BEGIN, END, render, update_markdown
 from gswarm.kafka.broker import LocalBroker
 
 TINY = suite.Sizes(markets=20, ticks=400, ceiling_messages=2_000, runs=1, quix_runs=1, array_size=5,
-                   latency_rates=(500.0,), latency_s=2.0, failover_runs=1,
+                   latency_rates=(500.0,), latency_s=2.0, failover_runs=1, steady_s=3.0,
+                   steady_rate=1_000.0,
                    failover_prefill=1_000, recovery_ticks=1_000, memory_s=3.0,
                    memory_markets=2_000, sketch_items=5_000, sketch_runs=1,
                    wide_markets=300, wide_ticks=600, wide_runs=1, query_markets=(500,),
@@ -99,6 +100,9 @@ def test_cluster_parts(doc: dict[str, Any]) -> None:
             assert "restarted_writing" in run if key.startswith("supervised") else True
             assert abs(sum(run[p] for p in FAILOVER_PARTS)
                        - run["total"]) < 0.01
+    st = parts["steady"]
+    assert st["rebalances"] == [0, 0] and st["alive"] == [True, True]
+    assert st["ticks"] > 0
     rec = parts["recovery"]
     assert rec["changelog_records"] > 0 and rec["records_per_s"] > 0
     samples = parts["memory"]["samples"]
