@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from bench.common import (
@@ -34,10 +35,13 @@ from gswarm.web.client import get_json
 
 
 def feed(s: Settings, markets: int, count: int, rate: float | None, seed: int = 1,
-         tick_rate: float = 1000.0) -> None:
-    asyncio.run(produce(s.broker, s.tick_topic,
-                        synthetic_ticks(markets, count, seed, rate=tick_rate),
-                        rate=rate, progress=False, security=security.options(s)))
+         tick_rate: float = 1000.0, until: float | None = None) -> None:
+    """Produce ``count`` synthetic ticks at ``rate`` (stopping early at monotonic ``until``)."""
+    ticks: Iterable[dict[str, Any]] = synthetic_ticks(markets, count, seed, rate=tick_rate)
+    if until is not None:
+        ticks = itertools.takewhile(lambda _: time.monotonic() < until, ticks)
+    asyncio.run(produce(s.broker, s.tick_topic, ticks, rate=rate, progress=False,
+                        security=security.options(s)))
 
 
 #: the parts of a failover, from the survivor's rebalance timeline (/api/cluster)
@@ -155,8 +159,9 @@ def steady(bench: Bench, seconds: float, rate: float) -> dict[str, Any]:
         time.sleep(3)  # the joins' rebalances are over
         start = [w.get("/api/cluster")["rebalances"]["count"] for w in ws]
         t0 = time.monotonic()
-        load = background(lambda: feed(s, 2000, int(seconds * rate), rate, seed=5))
-        load.join(3 * seconds + 60)  # the feed may not reach ``rate``: it takes longer
+        load = background(lambda: feed(s, 2000, int(seconds * rate), rate, seed=5,
+                                       until=t0 + seconds))
+        load.join(seconds + 60)
         took = time.monotonic() - t0
         end = [w.get("/api/cluster")["rebalances"]["count"] for w in ws]
         ticks = sum(stats(w)["ticks"] for w in ws)
