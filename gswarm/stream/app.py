@@ -10,7 +10,7 @@ import faust
 
 from gswarm.config import Settings
 from gswarm.kafka.security import faust_credentials
-from gswarm.stream.delivery import broker_urls
+from gswarm.stream.delivery import Faults, broker_urls, inject_faults
 from gswarm.web.access import middlewares, peer_session, server_context
 from gswarm.web.middleware import json_errors
 
@@ -62,3 +62,5 @@ def make_app(s: Settings) -> faust.App:
 
 
 app = make_app(settings)
+inject_faults(app, Faults(settings.fault_produce_delay_ms / 1000.0,
+                          settings.fault_kill_after_commit))

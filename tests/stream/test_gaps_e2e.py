@@ -153,3 +153,33 @@ def test_calm_duplicates_helper() -> None:
     assert [t["i"] for t in ticks] == [0, 1, 2, 3, 0, 4, 5, 6, 7, 8, 9, 10, 7, 11, 12, 13, 14,
                                        15, 16, 17, 14, 18, 19, 20]
     assert orjson.dumps(ticks)  # plain documents, sent as they are
+
+
+def test_committed_offsets_never_pass_unacknowledged_changelog_messages(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+) -> None:
+    """Gap 1: a slow producer (each message held 300 ms before it goes to Kafka) and a
+    worker that SIGKILLs itself right after its first commit. A fresh worker recovering
+    from the changelogs alone, then reading on from the committed offsets, must equal the
+    calm run: the commit covered only what the changelogs already held."""
+    ticks = list(synthetic_ticks(markets=8, count=400, seed=44))
+    markets = sorted({t["market"] for t in ticks})
+    calm_s = make(settings_factory)
+    calm = workers(calm_s, "calm")
+    produce_ticks(calm_s, ticks)
+    wait_consumed(calm, len(ticks))
+
+    s = make(settings_factory, fault_produce_delay_ms=300, fault_kill_after_commit=True)
+    produce_ticks(s, ticks)  # all there before the worker starts: one commit covers most
+    w = workers(s, "w1", ready=False)
+    assert w.proc is not None
+    assert w.proc.wait(120) == -9, "the worker kills itself after its first commit"
+    assert "fault injection: SIGKILL right after a commit" in w.log_path.read_text()
+
+    fresh = workers(s.override(fault_produce_delay_ms=0, fault_kill_after_commit=False),
+                    "fresh")
+    wait_for(lambda: sketch_digests(fresh) == sketch_digests(calm), 90,
+             f"the fresh worker's sketches equal the calm run's: {sketch_digests(calm)}")
+    same_state(fresh, calm, markets)
+    # the commit covered part of the stream: only the rest was read again
+    assert fresh.get("/api/stats")["messages"] < len(ticks)
