@@ -32,6 +32,7 @@ def make_app(s: Settings) -> faust.App:
         topic_allow_declare=True,
         table_standby_replicas=0 if s.lean else 1,
         processing_guarantee="at_least_once",
+        producer_acks=-1,  # acks=all: a changelog write is acknowledged once replicated
         consumer_auto_offset_reset="earliest",
         # a killed worker is noticed within a few seconds (the broker allows >= 1 s)
         broker_session_timeout=3.0,
