@@ -36,11 +36,13 @@ What each override changes, and why Faust's contract still holds:
 * :class:`MessageRun`: tracked, counted by sensors and acked once per run. Its final ack
   marks every offset of the run acked at once (``RunConsumer.ack_run``) under Faust's
   ``ack_lock``, with Faust's own rules (not below the committed offset, not twice), so
-  offsets are committed only after the agent has processed the run: Faust's
-  ``_new_offset`` still commits only contiguous acked offsets. Stricter than Faust, a run
-  acks nothing if the stream skipped it instead of handing it to the agent (flow suspended
-  for a rebalance: :class:`RunHandoff`) or if it was fetched in an earlier consumer
-  generation: its partition was sought back to the committed offset and it comes again.
+  offsets are committed only after the agent has processed the run: Faust's ``_new_offset``
+  still commits only contiguous acked offsets, and (stricter than Faust,
+  ``RunConsumer._new_offset``) only when they start at the committed offset. Also stricter
+  than Faust, a run acks nothing if the stream skipped it instead of handing it to the agent
+  (flow suspended for a rebalance: :class:`RunHandoff`) or if it was fetched in an earlier
+  consumer generation: its partition was sought back to the committed offset and it comes
+  again.
 * ``RunConsumer.on_partitions_revoked`` commits what was processed before Faust drops
   the revoked partitions' acks; ``RunConsumer._commit_offsets`` commits only once every
   message produced before (changelog writes, dead letters) is acknowledged by the broker
@@ -255,6 +257,30 @@ class RunConsumer(aiokafka_driver.Consumer):
                 return True
             finally:
                 notify(self._waiting_for_ack)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's next offset to commit, only if the acked offsets start where the last
+        commit ended.
+
+        Faust's check lets a commit jump over a hole of one offset at the head of the acked
+        offsets (it returns None only when the first acked offset is *more* than one past
+        the committed offset), and skips the check when the committed offset is 0. A run
+        left unacked (skipped by the stream in a rebalance, :class:`RunHandoff`) followed by
+        an acked one made such a hole: with a run of one message at the committed offset,
+        or at offset 0 of a new partition, Faust committed past messages no one processed,
+        and they were never delivered again. Offsets Faust knows were never there (its
+        gaps) still count as acked.
+        """
+        committed = self._committed_offset[tp]
+        acked = self._acked[tp]
+        if committed is not None and acked:
+            head = min(acked)
+            if head > committed:
+                known = sum(min(i.end, head) - max(i.begin, committed)
+                            for i in self._gap[tp].overlap(committed, head))
+                if known < head - committed:
+                    return None  # offsets before the acked ones were never processed
+        return super()._new_offset(tp)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit what was processed on ``revoked`` partitions, then let Faust revoke them.
