@@ -708,7 +708,8 @@ def bench_cmd(args: tuple[str, ...]) -> None:
     """The benchmark suite (or single parts of it), on a broker of its own.
 
     ARGS go to the suite: PART names (ceiling, throughput, wide, arrays, latency, failover,
-    recovery, memory, sketches; default all), --quick, --results DIR, --markdown FILE. Needs
+    recovery, memory, sketches; default all), --quick, --results DIR, --markdown FILE; or
+    `chaos [--seconds S --worker-kills N --broker-kills N --seed N --runs N]`. Needs
     a source checkout (the suite lives in bench/, not in the package) and `pip install -e
     ".[bench]"` for the Quix Streams peer and DataSketches.
     """
@@ -721,6 +722,8 @@ def bench_cmd(args: tuple[str, ...]) -> None:
             f"gswarm bench needs a source checkout: no bench/suite.py under {PROJECT_ROOT}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "bench.suite", *args], cwd=PROJECT_ROOT,
+    # `gswarm bench chaos [--seconds ...]`: the chaos soak (bench/chaos.py), not a suite part
+    module, rest = ("bench.chaos", args[1:]) if args[:1] == ("chaos",) else ("bench.suite", args)
+    done = subprocess.run([sys.executable, "-m", module, *rest], cwd=PROJECT_ROOT,
                           env=env, check=False)
     sys.exit(done.returncode)
