@@ -223,6 +223,25 @@ def holders(segment_keys: Iterable[bytes], seqs: Iterable[int]) -> dict[bytes, l
     return found
 
 
+#: Ticks in one segment at most. A segment is one changelog message, and Kafka refuses a
+#: message over ~1 MB (``max.request.size``, ``max.message.bytes``); a tick takes ~150-300
+#: bytes of a segment, and a backlog read at once gave a busy market 5,000+ ticks per batch.
+MAX_SEGMENT_TICKS = 2000
+
+
+def pieces(segment: Segment, most: int = MAX_SEGMENT_TICKS) -> list[Segment]:
+    """``segment`` as segments of at most ``most`` ticks, in order, each with its record."""
+    n = len(segment.ts)
+    if n <= most:
+        return [segment]
+    return [Segment(
+        market=segment.market, ts=segment.ts[i:i + most], seq=segment.seq[i:i + most],
+        prob=segment.prob[i:i + most], volume=segment.volume[i:i + most],
+        trader=segment.trader[i:i + most], outcome=segment.outcome[i:i + most],
+        alpha=segment.alpha[i:i + most], record=segment.record,
+    ) for i in range(0, n, most)]
+
+
 def plan_prune(segment_keys: Iterable[bytes], retention_ms: int) -> list[bytes]:
     """Segment keys (of one partition, in key order) that fall out of the window.
 

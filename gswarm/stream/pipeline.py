@@ -28,6 +28,7 @@ from gswarm.core.facts import (
     Segment,
     holders,
     market_key,
+    pieces,
     plan_prune,
     segment_prefix,
     seq_for,
@@ -346,11 +347,11 @@ class Ingest:
             stored = self.resend(event, market, redelivered, applied)
             counted = [a for a in counted if a.offset > last
                        or seq_for(a.offset, a.index) in stored]
-        if segment is not None:
-            encoded = segment.encode()
-            self.facts.data.expect(encoded, segment)
+        for piece in pieces(segment) if segment is not None else ():
+            encoded = piece.encode()
+            self.facts.data.expect(encoded, piece)
             with under_event(event):
-                self.facts[segment.key] = encoded
+                self.facts[piece.key] = encoded
             counters.segments += 1
         return counted
 

@@ -10,6 +10,7 @@ from gswarm.core.facts import (
     attr_prefix,
     fact_key,
     holders,
+    pieces,
     plan_prune,
     segment_key,
     seq_for,
@@ -72,3 +73,19 @@ def test_plan_prune_keeps_each_markets_newest_segment() -> None:
     doomed = plan_prune(keys, retention_ms=60_000)  # newest 100 000 -> cutoff 40 000
     assert sorted(doomed) == sorted([segment_key("a", 1_000, 1), segment_key("c", 10_000, 5)])
     assert plan_prune([], 1000) == []
+
+
+def test_pieces_keep_every_tick_in_order_with_the_record() -> None:
+    n, dim = 7, 3
+    seg = Segment(
+        market="m", ts=np.arange(n, dtype=np.int64), seq=np.arange(n, dtype=np.uint64) + 10,
+        prob=np.linspace(0, 1, n), volume=np.ones(n), trader=[f"u{i}" for i in range(n)],
+        outcome=["YES"] * n, alpha=np.ones((n, dim), dtype=np.float32), record=b"rec",
+    )
+    parts = pieces(seg, most=3)
+    assert [len(p.ts) for p in parts] == [3, 3, 1]
+    assert [d for p in parts for d in p.datoms()] == seg.datoms()
+    assert all(p.record == b"rec" for p in parts)
+    assert [p.key for p in parts] == [segment_key("m", 0, 10), segment_key("m", 3, 13),
+                                      segment_key("m", 6, 16)]
+    assert pieces(seg, most=7) == [seg]

@@ -25,7 +25,7 @@ from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
 from gswarm.stream.pipeline import control_message
 from tests.stream.compare import same_state, sketch_digests
-from tests.stream.conftest import produce_ticks, wait_consumed, wait_for
+from tests.stream.conftest import produce_messages, produce_ticks, wait_consumed, wait_for
 
 pytestmark = pytest.mark.timeout(400)
 HOUR_S = 3600.0
@@ -183,3 +183,27 @@ def test_committed_offsets_never_pass_unacknowledged_changelog_messages(
     same_state(fresh, calm, markets)
     # the commit covered part of the stream: only the rest was read again
     assert fresh.get("/api/stats")["messages"] < len(ticks)
+
+
+def test_a_backlog_of_one_busy_market_fits_kafkas_message_size(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+) -> None:
+    """Found by the chaos soak's calm run: a backlog read at once gave one market a segment
+    (one changelog message) over Kafka's 1 MB limit, and the worker crashed."""
+    ticks = list(synthetic_ticks(markets=1, count=30_000, seed=45))
+    s = make(settings_factory, batch_runs=8, batch_within_s=2.0)  # batches of ~8 MB
+    arrays = [ticks[i:i + 100] for i in range(0, len(ticks), 100)]
+    asyncio.run(produce_messages(s, ((a[0]["market"].encode(), orjson.dumps(a))
+                                     for a in arrays)))
+    w = workers(s, "w1")
+    stats = wait_consumed(w, len(ticks), field="ticks")
+    assert w.alive() and stats["ticks"] == len(ticks)
+    market = ticks[0]["market"]
+    assert w.get(f"/api/markets/{market}")["ticks"] == len(ticks)
+    # every segment reached the changelog: a worker with nothing local has them all
+    w.stop()
+    shutil.rmtree(w.datadir)
+    fresh = workers(s, "fresh")
+    assert fresh.get(f"/api/markets/{market}")["ticks"] == len(ticks)
+    history = fresh.get(f"/api/markets/{market}/history?limit=10000")["points"]
+    assert len(history) == 10_000
