@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv run test kafka-up kafka-down topics lint bench clean
+.PHONY: help venv run test kafka-up kafka-down topics lint bench chaos clean
 
 help:
 	@echo "make run        local broker + topics + worker + synthetic feed + web view"
@@ -43,6 +43,9 @@ topics: venv
 lint: venv
 	$(BIN)/ruff check gswarm tests bench
 	$(BIN)/mypy
+
+chaos: venv
+	$(BIN)/gswarm bench chaos $(CHAOS_ARGS)
 
 bench: venv
 	$(BIN)/gswarm kafka fetch

@@ -146,11 +146,22 @@ def kafka_fetch(settings: Settings) -> None:
 
 
 @kafka.command("up")
+@click.option("--brokers", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Nodes: 1 is the single broker; more start a local KRaft cluster "
+                   "(replication factor 3, min.insync.replicas 2).")
 @pass_settings
-def kafka_up(settings: Settings) -> None:
-    """Start the broker unless it runs, and wait until it answers."""
-    from gswarm.kafka.broker import LocalBroker
+def kafka_up(settings: Settings, brokers: int) -> None:
+    """Start the broker (or a local cluster) unless it runs, and wait until it answers."""
+    from gswarm.kafka.broker import LocalBroker, LocalCluster
 
+    if brokers > 1:
+        cluster = LocalCluster(settings, brokers)
+        started = cluster.start()
+        click.echo(f"Kafka cluster of {brokers} {'started' if started else 'already running'}: "
+                   f"pids {' '.join(str(p) for p in cluster.pids())}, data {cluster.home}")
+        click.echo(f"use it with GSWARM_BROKER={cluster.bootstrap} "
+                   f"GSWARM_REPLICATION={cluster.replication}")
+        return
     broker = LocalBroker(settings)
     started = broker.start()
     verb = "started" if started else "already running"
@@ -163,11 +174,15 @@ def kafka_up(settings: Settings) -> None:
 @kafka.command("down")
 @pass_settings
 def kafka_down(settings: Settings) -> None:
-    """Stop the broker by its PID (fine if it is not running)."""
-    from gswarm.kafka.broker import LocalBroker
+    """Stop the broker, and every node of a local cluster, by their PIDs (fine if none
+    runs)."""
+    from gswarm.kafka.broker import LocalBroker, local_clusters
 
     stopped = LocalBroker(settings).stop()
     click.echo("Kafka broker stopped" if stopped else "Kafka broker was not running")
+    for cluster in local_clusters(settings):
+        if cluster.stop():
+            click.echo(f"Kafka cluster of {cluster.size} stopped")
 
 
 @kafka.command("status")
@@ -693,7 +708,8 @@ def bench_cmd(args: tuple[str, ...]) -> None:
     """The benchmark suite (or single parts of it), on a broker of its own.
 
     ARGS go to the suite: PART names (ceiling, throughput, wide, arrays, latency, failover,
-    recovery, memory, sketches; default all), --quick, --results DIR, --markdown FILE. Needs
+    recovery, memory, sketches; default all), --quick, --results DIR, --markdown FILE; or
+    `chaos [--seconds S --worker-kills N --broker-kills N --seed N --runs N]`. Needs
     a source checkout (the suite lives in bench/, not in the package) and `pip install -e
     ".[bench]"` for the Quix Streams peer and DataSketches.
     """
@@ -706,6 +722,8 @@ def bench_cmd(args: tuple[str, ...]) -> None:
             f"gswarm bench needs a source checkout: no bench/suite.py under {PROJECT_ROOT}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "bench.suite", *args], cwd=PROJECT_ROOT,
+    # `gswarm bench chaos [--seconds ...]`: the chaos soak (bench/chaos.py), not a suite part
+    module, rest = ("bench.chaos", args[1:]) if args[:1] == ("chaos",) else ("bench.suite", args)
+    done = subprocess.run([sys.executable, "-m", module, *rest], cwd=PROJECT_ROOT,
                           env=env, check=False)
     sys.exit(done.returncode)

@@ -272,6 +272,16 @@ class Settings:
         "Commands: after a failure's one-line message, print the Python traceback too (for "
         "bug reports).",
     )
+    fault_produce_delay_ms: int = _setting(
+        "GSWARM_FAULT_PRODUCE_DELAY_MS", 0,
+        "Fault injection, for tests only: a worker holds each produced message this long "
+        "before handing it to Kafka (a slow producer). 0: off.",
+    )
+    fault_kill_after_commit: bool = _setting(
+        "GSWARM_FAULT_KILL_AFTER_COMMIT", False,
+        "Fault injection, for tests only: a worker kills itself (SIGKILL) right after its "
+        "first offset commit that moved an offset.",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -20,8 +20,9 @@ separator keeps ``m-1`` and ``m-10`` apart and every prefix scan exact.
 
 from __future__ import annotations
 
+import bisect
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,50 +199,47 @@ def decode_value(attr: int, value: bytes) -> Any:
     return value.decode()
 
 
-def rebuild_segment(
-    get: Callable[[bytes], bytes | None], market: str, txs: list[Tx], record: bytes,
-    dim: int,
-) -> Segment | None:
-    """The segment of already-stored ticks ``txs`` read back from their datoms.
+def segment_prefix(market: str) -> bytes:
+    """The key prefix of every segment of ``market``."""
+    return SEGMENT + market_prefix(market)
 
-    Used to send again, after a crash, what a worker had stored but possibly never got
-    into the changelog. Ticks whose datoms are not all there are left out.
+
+def holders(segment_keys: Iterable[bytes], seqs: Iterable[int]) -> dict[bytes, list[int]]:
+    """For each of ``seqs``, the one segment of a market that can hold it; by segment key.
+
+    A market's segments are written in offset order, each starting at its first tick's seq
+    and holding only ticks after the previous one's: a tick can only be in the segment with
+    the greatest first seq at or before its own (whether it is there is for the segment to
+    say: a duplicate bet never was, a pruned segment is gone). ``segment_keys`` are one
+    market's (any order).
     """
-    rows = []
-    for ts, seq in txs:
-        values = [get(fact_key(market, code, ts, seq)) for code in TICK_ATTRIBUTE_NAMES]
-        if all(v is not None for v in values):
-            rows.append((ts, seq, values))
-    if not rows:
-        return None
-    code = {name: i for i, name in enumerate(TICK_ATTRIBUTE_NAMES.values())}
-
-    def col(name: str) -> list[bytes]:
-        return [values[code[name]] for _, _, values in rows]  # type: ignore[misc]
-
-    return Segment(
-        market=market,
-        ts=np.array([r[0] for r in rows], dtype=np.int64),
-        seq=np.array([r[1] for r in rows], dtype=np.uint64),
-        prob=np.array([_F64.unpack(v)[0] for v in col("tick/probability")]),
-        volume=np.array([_F64.unpack(v)[0] for v in col("tick/volume")]),
-        trader=[v.decode() for v in col("tick/trader")],
-        outcome=[v.decode() for v in col("tick/outcome")],
-        alpha=np.frombuffer(b"".join(col("market/alpha")), dtype="<f4").reshape(len(rows), dim),
-        record=record,
-    )
+    starts = sorted((split_segment_key(key)[2], key) for key in segment_keys)
+    firsts = [seq for seq, _ in starts]
+    found: dict[bytes, list[int]] = {}
+    for seq in seqs:
+        i = bisect.bisect_right(firsts, seq) - 1
+        if i >= 0:
+            found.setdefault(starts[i][1], []).append(seq)
+    return found
 
 
-def concat(first: Segment, second: Segment) -> Segment:
-    """One segment holding both (the record of ``second``)."""
-    return Segment(
-        market=second.market,
-        ts=np.concatenate((first.ts, second.ts)), seq=np.concatenate((first.seq, second.seq)),
-        prob=np.concatenate((first.prob, second.prob)),
-        volume=np.concatenate((first.volume, second.volume)),
-        trader=first.trader + second.trader, outcome=first.outcome + second.outcome,
-        alpha=np.vstack((first.alpha, second.alpha)), record=second.record,
-    )
+#: Ticks in one segment at most. A segment is one changelog message, and Kafka refuses a
+#: message over ~1 MB (``max.request.size``, ``max.message.bytes``); a tick takes ~150-300
+#: bytes of a segment, and a backlog read at once gave a busy market 5,000+ ticks per batch.
+MAX_SEGMENT_TICKS = 2000
+
+
+def pieces(segment: Segment, most: int = MAX_SEGMENT_TICKS) -> list[Segment]:
+    """``segment`` as segments of at most ``most`` ticks, in order, each with its record."""
+    n = len(segment.ts)
+    if n <= most:
+        return [segment]
+    return [Segment(
+        market=segment.market, ts=segment.ts[i:i + most], seq=segment.seq[i:i + most],
+        prob=segment.prob[i:i + most], volume=segment.volume[i:i + most],
+        trader=segment.trader[i:i + most], outcome=segment.outcome[i:i + most],
+        alpha=segment.alpha[i:i + most], record=segment.record,
+    ) for i in range(0, n, most)]
 
 
 def plan_prune(segment_keys: Iterable[bytes], retention_ms: int) -> list[bytes]:

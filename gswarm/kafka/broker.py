@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import shutil
 import signal
@@ -20,10 +21,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gswarm.config import PROJECT_ROOT, Settings
-from gswarm.errors import BrokerError, MissingToolError
-from gswarm.ports import require_free
+from gswarm.errors import BrokerError, MissingToolError, PortInUseError
+from gswarm.ports import free_port, require_free
 
 KAFKA_MAIN = "kafka.Kafka"
 POM = PROJECT_ROOT / "docker" / "kafka" / "pom.xml"
@@ -74,12 +76,27 @@ def require_tool(name: str) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class Node:
+    """A broker's place in a local cluster: its KRaft node id, the controller quorum
+    (``id@host:port,...``), the cluster id all nodes format with, and the replication the
+    cluster gives topics (replication factor, ``min.insync.replicas``)."""
+
+    node_id: int = 1
+    voters: str | None = None  # None: this node alone
+    cluster_id: str | None = None  # None: a fresh one at the first format
+    replication: int = 1
+    min_insync: int = 1
+
+
 class LocalBroker:
     """Fetch, start, check and stop the project's local Kafka broker."""
 
-    def __init__(self, settings: Settings, security: Security | None = None) -> None:
+    def __init__(self, settings: Settings, security: Security | None = None,
+                 node: Node | None = None) -> None:
         self.settings = settings
         self.security = security or Security()
+        self.node = node or Node()
         self.home = settings.kafka_dir
         self.libs = settings.kafka_libs
         self.data = self.home / "data"
@@ -136,10 +153,13 @@ class LocalBroker:
         s, extra = self.settings, self.security.listeners
         listeners = "".join(f",{x.name}://127.0.0.1:{x.port}" for x in extra)
         protocols = "".join(f",{x.name}:{x.name}" for x in extra)
+        node = self.node
+        rf, isr = str(node.replication), str(node.min_insync)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{s.kafka_controller_port}",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": (
+                node.voters or f"{node.node_id}@127.0.0.1:{s.kafka_controller_port}"),
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{s.kafka_port},"
                 f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}{listeners}"
@@ -151,12 +171,12 @@ class LocalBroker:
                 f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}"),
             "log.dirs": str(self.data),
             "num.partitions": str(s.partitions),
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
             "transaction.state.log.num.partitions": "8",
             # Fast failure detection: workers may use session timeouts of 1-3 s.
             "group.min.session.timeout.ms": "1000",
@@ -185,7 +205,7 @@ class LocalBroker:
         """Format the KRaft metadata log on first start (a fresh cluster id)."""
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.node.cluster_id or new_cluster_id()
         cmd = [
             *self._java(), "kafka.tools.StorageTool", "format",
             # "=" form: a random id may start with "-", which argparse takes for an option
@@ -208,9 +228,27 @@ class LocalBroker:
 
     def start(self, timeout: float = 90.0) -> bool:
         """Start the broker unless it runs; wait until it answers. True if it was started."""
-        if self.pid() is not None:
+        proc = self.launch()
+        self.wait(timeout, proc)
+        return proc is not None
+
+    def wait(self, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Wait until the broker answers (stopped, by its PID, if it does not)."""
+        if proc is None:
             wait_until_answering(self.bootstrap, timeout)
-            return False
+            return
+        try:
+            wait_until_answering(self.bootstrap, timeout, proc=proc)
+        except BrokerError as exc:
+            self.stop()
+            raise BrokerError(f"the local Kafka broker did not start ({exc}): see "
+                              f"{self.logs / 'kafka.out'}") from None
+
+    def launch(self) -> subprocess.Popen[bytes] | None:
+        """Start the broker's process unless it runs, without waiting for it to answer (the
+        nodes of a cluster answer once a quorum of them runs). None if it was running."""
+        if self.pid() is not None:
+            return None
         s = self.settings
         require_free("127.0.0.1", s.kafka_port, "the local Kafka broker", "GSWARM_KAFKA_PORT")
         require_free("127.0.0.1", s.kafka_controller_port, "the local Kafka broker's "
@@ -230,13 +268,7 @@ class LocalBroker:
         )
         out.close()
         self.pidfile.write_text(f"{proc.pid}\n")
-        try:
-            wait_until_answering(self.bootstrap, timeout, proc=proc)
-        except BrokerError as exc:
-            self.stop()
-            raise BrokerError(f"the local Kafka broker did not start ({exc}): see "
-                              f"{self.logs / 'kafka.out'}") from None
-        return True
+        return proc
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker by its PID (SIGTERM, then SIGKILL). True if one was running."""
@@ -262,6 +294,129 @@ class LocalBroker:
         pid = self.pid()
         answering = pid is not None and answers(self.bootstrap, timeout=5.0)
         return BrokerStatus(pid is not None, pid, answering, self.bootstrap)
+
+def new_cluster_id() -> str:
+    """A fresh KRaft cluster id (what ``kafka-storage random-uuid`` prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class LocalCluster:
+    """``size`` KRaft nodes (each broker and controller) from the same jars on loopback
+    ports: replication factor ``min(3, size)``, ``min.insync.replicas`` one less (at
+    least 1). Each node is a :class:`LocalBroker` under ``kafka_dir/cluster-<size>/node-<i>``,
+    started and stopped by its own PID; the ports and the cluster id are kept in
+    ``cluster.json`` there, so a cluster restarts as the same cluster. Node 0 listens on
+    ``kafka_port``/``kafka_controller_port``, the others on ports free at the first start.
+    """
+
+    def __init__(self, settings: Settings, size: int = 3) -> None:
+        if size < 1:
+            raise BrokerError(f"a cluster needs at least one broker, not {size}")
+        self.settings = settings
+        self.size = size
+        self.home = settings.kafka_dir / f"cluster-{size}"
+        self.state = self.home / "cluster.json"
+        self.nodes = self._nodes()
+
+    def _layout(self) -> dict[str, Any]:
+        try:
+            layout: dict[str, Any] = json.loads(self.state.read_text())
+            return layout
+        except (FileNotFoundError, ValueError):
+            pass
+        s = self.settings
+        ports = [(s.kafka_port, s.kafka_controller_port)] + [
+            (free_port(), free_port()) for _ in range(self.size - 1)]
+        layout = {"cluster_id": new_cluster_id(), "ports": ports}
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.state.write_text(json.dumps(layout))
+        return layout
+
+    def _nodes(self) -> list[LocalBroker]:
+        layout = self._layout()
+        ports = [tuple(p) for p in layout["ports"]]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        replication = min(3, self.size)
+        nodes = []
+        for i, (port, controller) in enumerate(ports):
+            node_settings = self.settings.override(
+                kafka_dir=self.home / f"node-{i}", kafka_port=port,
+                kafka_controller_port=controller, broker=f"127.0.0.1:{port}")
+            nodes.append(LocalBroker(node_settings, node=Node(
+                i + 1, voters, layout["cluster_id"], replication, max(1, replication - 1))))
+        return nodes
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def replication(self) -> int:
+        return self.nodes[0].node.replication
+
+    def client_settings(self) -> Settings:
+        """The settings, with the whole cluster as bootstrap and topics replicated on it."""
+        return self.settings.override(broker=self.bootstrap, replication=self.replication)
+
+    def start(self, timeout: float = 120.0) -> bool:
+        """Start every node that does not run; wait until all answer. True if any started."""
+        if self.nodes:
+            self.nodes[0].fetch()
+        for node in self.nodes:
+            if node.pid() is None:
+                _await_free(node.settings, 30.0)
+        procs = [node.launch() for node in self.nodes]
+        for node, proc in zip(self.nodes, procs, strict=True):
+            node.wait(timeout, proc)
+        return any(proc is not None for proc in procs)
+
+    def start_node(self, index: int, timeout: float = 120.0) -> bool:
+        """Start one node (after :meth:`kill_node`); wait until it answers."""
+        if self.nodes[index].pid() is None:
+            _await_free(self.nodes[index].settings, 30.0)
+        return self.nodes[index].start(timeout)
+
+    def kill_node(self, index: int) -> int | None:
+        """SIGKILL one node by its PID (chaos); returns the PID, None if it was not running."""
+        pid = self.nodes[index].pid()
+        self.nodes[index].kill()
+        return pid
+
+    def pids(self) -> list[int | None]:
+        return [node.pid() for node in self.nodes]
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop every node by its PID. True if any was running."""
+        return any([node.stop(timeout) for node in self.nodes])
+
+    def status(self) -> list[BrokerStatus]:
+        return [node.status() for node in self.nodes]
+
+
+def local_clusters(settings: Settings) -> list[LocalCluster]:
+    """The local clusters started under ``kafka_dir`` (running or not)."""
+    found = []
+    for state in sorted(settings.kafka_dir.glob("cluster-*/cluster.json")):
+        size = state.parent.name.removeprefix("cluster-")
+        if size.isdigit():
+            found.append(LocalCluster(settings, int(size)))
+    return found
+
+
+def _await_free(settings: Settings, timeout: float) -> None:
+    """Wait (up to ``timeout`` s) until a node's ports can be listened on again: a node
+    just stopped can leave its port held for a moment by connections it closed."""
+    deadline = time.monotonic() + timeout
+    for port in (settings.kafka_port, settings.kafka_controller_port):
+        while True:
+            try:
+                require_free("127.0.0.1", port, "a local cluster node", "GSWARM_KAFKA_PORT")
+                break
+            except PortInUseError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
 
 def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
     """The last line a failed tool printed (its exit status if it printed nothing)."""

@@ -10,7 +10,7 @@ import faust
 
 from gswarm.config import Settings
 from gswarm.kafka.security import faust_credentials
-from gswarm.stream.delivery import broker_urls
+from gswarm.stream.delivery import Faults, broker_urls, inject_faults
 from gswarm.web.access import middlewares, peer_session, server_context
 from gswarm.web.middleware import json_errors
 
@@ -32,6 +32,7 @@ def make_app(s: Settings) -> faust.App:
         topic_allow_declare=True,
         table_standby_replicas=0 if s.lean else 1,
         processing_guarantee="at_least_once",
+        producer_acks=-1,  # acks=all: a changelog write is acknowledged once replicated
         consumer_auto_offset_reset="earliest",
         # a killed worker is noticed within the session timeout (the local broker allows
         # >= 1 s); a supervised one is evicted at once (gswarm.kafka.groups.evict)
@@ -63,3 +64,5 @@ def make_app(s: Settings) -> faust.App:
 
 
 app = make_app(settings)
+inject_faults(app, Faults(settings.fault_produce_delay_ms / 1000.0,
+                          settings.fault_kill_after_commit))

@@ -36,14 +36,17 @@ What each override changes, and why Faust's contract still holds:
 * :class:`MessageRun`: tracked, counted by sensors and acked once per run. Its final ack
   marks every offset of the run acked at once (``RunConsumer.ack_run``) under Faust's
   ``ack_lock``, with Faust's own rules (not below the committed offset, not twice), so
-  offsets are committed only after the agent has processed the run: Faust's
-  ``_new_offset`` still commits only contiguous acked offsets. Stricter than Faust, a run
-  acks nothing if the stream skipped it instead of handing it to the agent (flow suspended
-  for a rebalance: :class:`RunHandoff`) or if it was fetched in an earlier consumer
-  generation: its partition was sought back to the committed offset and it comes again.
+  offsets are committed only after the agent has processed the run: Faust's ``_new_offset``
+  still commits only contiguous acked offsets, and (stricter than Faust,
+  ``RunConsumer._new_offset``) only when they start at the committed offset. Also stricter
+  than Faust, a run acks nothing if the stream skipped it instead of handing it to the agent
+  (flow suspended for a rebalance: :class:`RunHandoff`) or if it was fetched in an earlier
+  consumer generation: its partition was sought back to the committed offset and it comes
+  again.
 * ``RunConsumer.on_partitions_revoked`` commits what was processed before Faust drops
-  the revoked partitions' acks; ``RunConsumer._commit_offsets`` commits only once the
-  producer's buffer (changelog writes) is drained. Both apply to every partition.
+  the revoked partitions' acks; ``RunConsumer._commit_offsets`` commits only once every
+  message produced before (changelog writes, dead letters) is acknowledged by the broker
+  (:class:`RunProducer` tracks them). Both apply to every partition.
 * ``RunConsumerThread._create_worker_consumer``: Faust's consumer, with the broker's wait
   for a fetch set from the URL's ``fetch_max_wait_ms`` (default :data:`FETCH_MAX_WAIT_MS`)
   instead of Faust's fixed 1500 ms. aiokafka keeps one fetch in flight per broker, and
@@ -65,6 +68,9 @@ works: each message arrives as a run of one (``RunTopic.decode``), through Faust
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import signal
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -252,6 +258,30 @@ class RunConsumer(aiokafka_driver.Consumer):
             finally:
                 notify(self._waiting_for_ack)
 
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's next offset to commit, only if the acked offsets start where the last
+        commit ended.
+
+        Faust's check lets a commit jump over a hole of one offset at the head of the acked
+        offsets (it returns None only when the first acked offset is *more* than one past
+        the committed offset), and skips the check when the committed offset is 0. A run
+        left unacked (skipped by the stream in a rebalance, :class:`RunHandoff`) followed by
+        an acked one made such a hole: with a run of one message at the committed offset,
+        or at offset 0 of a new partition, Faust committed past messages no one processed,
+        and they were never delivered again. Offsets Faust knows were never there (its
+        gaps) still count as acked.
+        """
+        committed = self._committed_offset[tp]
+        acked = self._acked[tp]
+        if committed is not None and acked:
+            head = min(acked)
+            if head > committed:
+                known = sum(min(i.end, head) - max(i.begin, committed)
+                            for i in self._gap[tp].overlap(committed, head))
+                if known < head - committed:
+                    return None  # offsets before the acked ones were never processed
+        return super()._new_offset(tp)
+
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Commit what was processed on ``revoked`` partitions, then let Faust revoke them.
 
@@ -283,25 +313,30 @@ class RunConsumer(aiokafka_driver.Consumer):
         """Commit ``offsets`` only once every message produced before is acknowledged.
 
         Faust flushes the producer before a commit, but its buffer's flush gives up after
-        0.1 s without a send, so a commit could go out while changelog writes of the
-        processed messages were still buffered: killed then, a worker left offsets
+        0.1 s without a send, and even a drained buffer (size 0) can hold back the message
+        its sender took last and is still handing to aiokafka, which aiokafka's flush
+        then does not wait for. Killed right after such a commit, a worker left offsets
         committed whose table changes never reached Kafka, and a worker recovering from
-        the changelogs lost them. Here the buffer is drained to empty first (bounded by
-        ``broker_request_timeout``; past it nothing is committed and the messages are
-        processed again); Faust's own flush then sends what the producer holds and waits
-        for the broker's acknowledgements.
+        the changelogs lost them (``tests/stream/test_gaps_e2e.py``, with a slow
+        producer). Here the commit waits until every message handed to the producer's
+        buffer before it is acknowledged by the broker (:meth:`RunProducer.acknowledged`,
+        bounded by ``broker_request_timeout``; past it nothing is committed and the
+        messages are processed again).
         """
         for hook in _BEFORE_COMMIT.get(self.app, ()):
             hook()
-        buffer = self.app.producer.buffer
-        deadline = asyncio.get_running_loop().time() + self.app.conf.broker_request_timeout
-        while buffer.size:
-            if asyncio.get_running_loop().time() > deadline:
-                self.log.error("not committing: %d produced messages still unsent after %.0fs",
-                               buffer.size, self.app.conf.broker_request_timeout)
-                return False
-            await buffer.flush()
-        return bool(await super()._commit_offsets(offsets, start_new_transaction))
+        producer = cast(RunProducer, self.app.producer)  # Transport pairs the two classes
+        timeout = self.app.conf.broker_request_timeout
+        unacknowledged = await producer.acknowledged(timeout)
+        if unacknowledged:
+            self.log.error("not committing: %d produced messages not acknowledged after %.0fs",
+                           unacknowledged, timeout)
+            return False
+        committed = bool(await super()._commit_offsets(offsets, start_new_transaction))
+        if committed and _FAULTS.get(self.app, Faults()).kill_after_commit:
+            self.log.warning("fault injection: SIGKILL right after a commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return committed
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         conductor = cast(RunConductor, self.app.topics)  # Transport pairs the two classes
@@ -432,11 +467,51 @@ def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]
     return order
 
 
+class RunProducer(aiokafka_driver.Producer):
+    """Faust's aiokafka producer; knows which buffered messages are not acknowledged yet.
+
+    Table writes (changelog messages) go through ``send_soon`` into Faust's buffer, whose
+    sender hands them to aiokafka one at a time; each one's future completes when the
+    broker acknowledged it (or the send failed).
+    """
+
+    _unacked: set[asyncio.Future[Any]] | None = None
+
+    def send_soon(self, fut: Any) -> None:
+        if self._unacked is None:
+            self._unacked = set()
+        self._unacked.add(fut)
+        fut.add_done_callback(self._unacked.discard)
+        super().send_soon(fut)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None, timestamp: float | None, headers: Any, *,
+                   transactional_id: str | None = None) -> Any:
+        delay = _FAULTS.get(self.app, Faults()).produce_delay_s
+        if delay:
+            await asyncio.sleep(delay)  # fault injection: a slow producer
+        return await super().send(topic, key, value, partition, timestamp, headers,
+                                  transactional_id=transactional_id)
+
+    async def acknowledged(self, timeout: float) -> int:
+        """Wait until every message buffered so far is acknowledged (or failed), at most
+        ``timeout`` s; then flush aiokafka (messages sent directly, e.g. dead letters).
+        Returns how many are still not acknowledged (0: all are)."""
+        pending = set(self._unacked or ())
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            if late:
+                return len(late)
+        await self.flush()
+        return 0
+
+
 class Transport(aiokafka_driver.Transport):
     """Faust's aiokafka transport, delivering runs to :class:`RunTopic` subscribers."""
 
     Consumer = RunConsumer
     Conductor = RunConductor
+    Producer = RunProducer
 
 
 _BEFORE_COMMIT: weakref.WeakKeyDictionary[Any, list[Callable[[], None]]] = (
@@ -450,6 +525,22 @@ def before_commit(app: Any, hook: Callable[[], None]) -> None:
     the offsets are committed: a write made here covers every message acked so far.
     """
     _BEFORE_COMMIT.setdefault(app, []).append(hook)
+
+
+@dataclasses.dataclass(frozen=True)
+class Faults:
+    """Fault injection for tests (``GSWARM_FAULT_*``): off by default."""
+
+    produce_delay_s: float = 0.0  # hold each produced message this long (a slow producer)
+    kill_after_commit: bool = False  # SIGKILL this process right after a commit
+
+
+_FAULTS: weakref.WeakKeyDictionary[Any, Faults] = weakref.WeakKeyDictionary()
+
+
+def inject_faults(app: Any, faults: Faults) -> None:
+    """Make ``app``'s producer and consumer misbehave as ``faults`` say (tests only)."""
+    _FAULTS[app] = faults
 
 
 #: How long the broker may hold a fetch with no new records (ms), unless the URL says.

@@ -41,12 +41,13 @@ class FactStore(SharedStore):
     def open_partitions(self) -> list[int]:
         return sorted(self._dbs)
 
-    def segment_keys(self, partition: int) -> list[bytes]:
-        """Every segment key of a partition, in key order (market, then time)."""
+    def segment_keys(self, partition: int, prefix: bytes = SEGMENT) -> list[bytes]:
+        """Segment keys of a partition (all, or those starting with ``prefix``: one
+        market's), in key order (market, then time)."""
         it = self.db(partition).iter()
-        it.seek(SEGMENT)
+        it.seek(prefix)
         keys = []
-        while it.valid() and it.key().startswith(SEGMENT):
+        while it.valid() and it.key().startswith(prefix):
             keys.append(it.key())
             it.next()
         return keys

@@ -9,6 +9,7 @@ may only be changed under an event of the partition that owns the key).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import weakref
@@ -23,14 +24,22 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
-from gswarm.core import alpha
-from gswarm.core.facts import concat, market_key, plan_prune, rebuild_segment, seq_for
+from gswarm.core.facts import (
+    Segment,
+    holders,
+    market_key,
+    pieces,
+    plan_prune,
+    segment_prefix,
+    seq_for,
+)
 from gswarm.core.ingest import Applied, Arrival, MarketRecord, apply_batch
 from gswarm.core.lag import LagRing
 from gswarm.core.meta import CONTROL_OP as META_OP
 from gswarm.core.meta import MarketMeta, meta_datoms, parse_meta
 from gswarm.core.offsets import OffsetWatch
 from gswarm.core.rebalances import Rebalances
+from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
 from gswarm.errors import TickError
@@ -39,6 +48,10 @@ from gswarm.stream.delivery import run_records
 from gswarm.stream.vectors import VectorCache
 
 log = logging.getLogger(__name__)
+
+#: Facts-table key of the offset of the partition's last prune request (not a datom, a
+#: segment or a market record: see :mod:`gswarm.core.facts` for their keys).
+PRUNED = b"P"
 
 
 @dataclass
@@ -305,20 +318,21 @@ class Ingest:
             lambda: ([], []))
         for (market, record, arrivals), applied in zip(work, apply_batch(work), strict=True):
             event = owner[market]
-            self.write_market(event, market, record, arrivals, applied)
+            counted = self.write_market(event, market, record, arrivals, applied)
             if applied.current is not None:
                 ids, rows = changed[event.message.partition]
                 ids.append(market)
                 rows.append(applied.current)
-            yield market, event, applied.counted
+            yield market, event, counted
         for partition, (ids, rows) in changed.items():
             self.vectors.upsert(partition, ids, np.vstack(rows))
 
     def write_market(
         self, event: EventT[Any], market: str, record: MarketRecord | None,
         arrivals: list[Arrival], applied: Applied,
-    ) -> None:
-        """Write one market's segment (and resend stored ticks that were redelivered)."""
+    ) -> list[Arrival]:
+        """Write one market's segment (and resend stored ticks that were redelivered);
+        return the arrivals the sketches count."""
         partition = event.message.partition
         counters.duplicates += applied.skipped
         segment = applied.segment
@@ -331,24 +345,64 @@ class Ingest:
             for a in arrivals:
                 if a.offset > last:
                     counters.ticks_by_source[a.tick.source] += 1
+        counted = applied.counted
         redelivered = [a for a in arrivals if a.offset <= last]
         if redelivered:
-            # After a crash the local store may hold ticks whose changelog message was
-            # never sent: send them again (same keys, so this is idempotent).
-            again = rebuild_segment(
-                self.facts.data.db(partition).get, market,
-                [(a.tick.ts, seq_for(a.offset, a.index)) for a in redelivered],
-                applied.record.encode(), alpha.DIM,
-            )
-            if again is not None:
-                counters.resent += len(again.ts)
-                segment = again if segment is None else concat(again, segment)
-        if segment is not None:
-            encoded = segment.encode()
-            self.facts.data.expect(encoded, segment)
+            stored = self.resend(event, market, redelivered, applied)
+            counted = [a for a in counted if a.offset > last
+                       or seq_for(a.offset, a.index) in stored]
+        for piece in pieces(segment) if segment is not None else ():
+            encoded = piece.encode()
+            self.facts.data.expect(encoded, piece)
             with under_event(event):
-                self.facts[segment.key] = encoded
+                self.facts[piece.key] = encoded
             counters.segments += 1
+        return counted
+
+    def resend(self, event: EventT[Any], market: str, redelivered: list[Arrival],
+               applied: Applied) -> set[int]:
+        """Send again the stored segments that hold redelivered ticks; return the seqs of
+        the redelivered ticks the sketches count.
+
+        After a crash the local store may hold segments whose changelog messages never
+        reached Kafka. Each is sent again as it is (same key, same ticks), carrying the
+        market's current record: a tick stays in the one segment that holds it, so a prune
+        of that segment deletes exactly its datoms, here and in a recovery from the
+        changelog. A redelivered tick found in its segment was a fact, so it was counted;
+        one not found was a duplicate bet the first time (not counted), or sits in a
+        segment pruned since (see :func:`unstored_counted`).
+        """
+        partition = event.message.partition
+        db = self.facts.data.db(partition)
+        wanted = {seq_for(a.offset, a.index) for a in redelivered}
+        found = holders(self.facts.data.segment_keys(partition, segment_prefix(market)),
+                        wanted)
+        record = applied.segment.record if applied.segment is not None else (
+            applied.record.encode())
+        stored: set[int] = set()
+        duplicates: set[int] = set()
+        for key in sorted(found, key=lambda k: found[k][0]):
+            raw = db.get(key)
+            if raw is None:
+                continue
+            held = Segment.decode(raw)
+            stored |= wanted.intersection(held.seq.tolist())
+            # not stored, yet inside the segment's span: skipped as a duplicate bet then
+            first, last_seq = int(held.seq[0]), int(held.seq[-1])
+            duplicates.update(q for q in found[key] if first < q < last_seq)
+            again = dataclasses.replace(held, record=record)
+            encoded = again.encode()
+            self.facts.data.expect(encoded, again)
+            with under_event(event):
+                self.facts[key] = encoded
+            counters.resent += len(held.ts)
+        pruned = db.get(PRUNED)
+        since = int.from_bytes(pruned, "big", signed=True) if pruned is not None else -1
+        unsure = [a for a in redelivered if a.offset < since
+                  and seq_for(a.offset, a.index) not in stored | duplicates]
+        # with no prune after it, a tick in no segment was a duplicate bet
+        return stored | unstored_counted(unsure, applied.record)
+
 
     async def control(self, event: EventT[Any], msg: Any, control: dict[str, Any]) -> None:
         """A control message, applied in order with the partition's ticks.
@@ -359,7 +413,7 @@ class Ingest:
         counters.controls += 1
         op = control.pop("op", None)
         if op == "prune":
-            self.prune(event, int(control["retention_ms"]))
+            self.prune(event, msg.offset, int(control["retention_ms"]))
         elif op == META_OP:
             try:
                 meta = parse_meta(control, msg.key)
@@ -388,13 +442,18 @@ class Ingest:
                 self.facts[key] = value
         counters.meta_datoms += len(datoms)
 
-    def prune(self, event: EventT[Any], retention_ms: int) -> None:
-        """Delete the partition's segments (and datoms) older than the retention window."""
+    def prune(self, event: EventT[Any], offset: int, retention_ms: int) -> None:
+        """Delete the partition's segments (and datoms) older than the retention window.
+
+        The offset of the prune request is kept (key :data:`PRUNED`): a tick redelivered
+        from before it and found in no segment may have been pruned (see :meth:`resend`).
+        """
         store = self.facts.data
         doomed = plan_prune(store.segment_keys(event.message.partition), retention_ms)
         with under_event(event):
             for key in doomed:
                 del self.facts[key]
+            self.facts[PRUNED] = offset.to_bytes(8, "big", signed=True)
         counters.pruned_segments += len(doomed)
         counters.prunes += 1
         if doomed:
@@ -443,3 +502,24 @@ class Ingest:
             headers["gswarm-index"] = str(rejected.index).encode()
         value = rejected.element if rejected.element is not None else msg.value
         await self.deadletters.send(key=msg.key, value=value, headers=headers)
+
+
+def unstored_counted(unstored: list[Arrival], record: MarketRecord) -> set[int]:
+    """Seqs of redelivered ticks found in no segment that the sketches still count.
+
+    Called for ticks that sit between segments with a prune after them: a duplicate bet,
+    or a tick whose segment that prune removed. Which one cannot be told for sure; a tick
+    without a bet id cannot be a duplicate, and one whose bet is no longer among the
+    market's recent bets is taken for a pruned tick (a duplicate bet is caught only while
+    its original is recent). Exact unless a prune and a duplicate bet of a recent bet both
+    fall between the committed offset and the crash.
+    """
+    known = [a.tick.id for a in unstored if a.tick.id is not None]
+    hashes = iter(hash_ids(known).tolist() if known else ())
+    recent = set(record.recent.tolist())
+    counted: set[int] = set()
+    for a in unstored:
+        bet = 0 if a.tick.id is None else next(hashes)
+        if not bet or bet not in recent:
+            counted.add(seq_for(a.offset, a.index))
+    return counted

@@ -8,10 +8,10 @@ from gswarm.core.facts import (
     TICK_ATTRIBUTES,
     Segment,
     attr_prefix,
-    concat,
     fact_key,
+    holders,
+    pieces,
     plan_prune,
-    rebuild_segment,
     segment_key,
     seq_for,
     split_fact_key,
@@ -55,20 +55,13 @@ def test_segment_round_trip_and_datoms() -> None:
     assert len({k for k, _ in datoms}) == len(datoms)
 
 
-def test_rebuild_segment_from_stored_datoms() -> None:
-    seg = Segment(
-        market="m-1", ts=np.array([5, 6], dtype=np.int64), seq=np.array([1, 2], dtype=np.uint64),
-        prob=np.array([0.1, 0.2]), volume=np.array([1.0, 2.0]), trader=["a", "b"],
-        outcome=["YES", "NO"], alpha=np.ones((2, 4), dtype=np.float32), record=b"r1",
-    )
-    store = dict(seg.datoms())
-    back = rebuild_segment(store.get, "m-1", [(6, 2), (5, 1), (7, 3)], b"r2", 4)
-    assert back is not None and back.record == b"r2"
-    assert back.ts.tolist() == [6, 5] and back.trader == ["b", "a"]  # missing (7, 3) left out
-    assert back.prob.tolist() == [0.2, 0.1] and back.alpha.shape == (2, 4)
-    assert rebuild_segment(store.get, "m-1", [(9, 9)], b"r", 4) is None
-    both = concat(back, seg)
-    assert both.ts.tolist() == [6, 5, 5, 6] and both.record == b"r1"
+def test_holders_picks_the_one_segment_that_can_hold_each_seq() -> None:
+    # a market's segments start at seqs 10, 20 and 35 (keys sort by time, not seq)
+    keys = [segment_key("m", 900, 20), segment_key("m", 100, 35), segment_key("m", 500, 10)]
+    found = holders(keys, [10, 12, 20, 34, 99, 3])
+    assert found == {segment_key("m", 500, 10): [10, 12], segment_key("m", 900, 20): [20, 34],
+                     segment_key("m", 100, 35): [99]}  # 3: before every segment, none
+    assert holders([], [1]) == {}
 
 
 def test_plan_prune_keeps_each_markets_newest_segment() -> None:
@@ -80,3 +73,19 @@ def test_plan_prune_keeps_each_markets_newest_segment() -> None:
     doomed = plan_prune(keys, retention_ms=60_000)  # newest 100 000 -> cutoff 40 000
     assert sorted(doomed) == sorted([segment_key("a", 1_000, 1), segment_key("c", 10_000, 5)])
     assert plan_prune([], 1000) == []
+
+
+def test_pieces_keep_every_tick_in_order_with_the_record() -> None:
+    n, dim = 7, 3
+    seg = Segment(
+        market="m", ts=np.arange(n, dtype=np.int64), seq=np.arange(n, dtype=np.uint64) + 10,
+        prob=np.linspace(0, 1, n), volume=np.ones(n), trader=[f"u{i}" for i in range(n)],
+        outcome=["YES"] * n, alpha=np.ones((n, dim), dtype=np.float32), record=b"rec",
+    )
+    parts = pieces(seg, most=3)
+    assert [len(p.ts) for p in parts] == [3, 3, 1]
+    assert [d for p in parts for d in p.datoms()] == seg.datoms()
+    assert all(p.record == b"rec" for p in parts)
+    assert [p.key for p in parts] == [segment_key("m", 0, 10), segment_key("m", 3, 13),
+                                      segment_key("m", 6, 16)]
+    assert pieces(seg, most=7) == [seg]

@@ -2,10 +2,11 @@
 
 A tick lands in slice ``ts // slice_ms``. The ring keeps the newest ``slots`` slices seen;
 a slice falls out when a tick of a slice ``slots`` newer arrives, and a tick older than the
-ring is dropped (counted in ``late``). The final ring depends only on the sequence of
-ticks, not on how it was batched: a slice that survives received exactly the ticks of its
-time, in order. "Hot markets in the last W minutes" merges the newest ``ceil(W/slice)``
-slices.
+ring is dropped (counted in ``late``: older than the ring as it stood when the tick came,
+so a batch spanning more than the ring counts what a tick-by-tick run counts). The final
+ring depends only on the sequence of ticks, not on how it was batched: a slice that
+survives received exactly the ticks of its time, in order. "Hot markets in the last W
+minutes" merges the newest ``ceil(W/slice)`` slices.
 """
 
 from __future__ import annotations
@@ -66,19 +67,22 @@ class WindowRing:
             # a few ticks: the same slices, grouped in plain Python (numpy's fixed cost per
             # call would be most of the work)
             few = [t // self.slice_ms for t in ts.tolist()]
+            newest = self.newest
+            for s in few:  # late: older than the ring as it was when the tick came
+                newest = max(newest, s)
+                self.late += s <= newest - self.slots
             low = self._advance(max(few))
             groups: dict[int, list[int]] = {}
             for pos, s in enumerate(few):
                 if s >= low:
                     groups.setdefault(s, []).append(pos)
-                else:
-                    self.late += 1
             self._add(groups.items(), markets, market_hashes, trader_hashes)
             return
         idx = ts // self.slice_ms
+        seen = np.maximum.accumulate(np.maximum(idx, self.newest))
+        self.late += int((idx <= seen - self.slots).sum())
         low = self._advance(int(idx.max()))
         keep = idx >= low
-        self.late += int((~keep).sum())
         self._add(((s, np.flatnonzero(idx == s)) for s in np.unique(idx[keep]).tolist()),
                   markets, market_hashes, trader_hashes)
 

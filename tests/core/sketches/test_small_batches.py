@@ -148,3 +148,27 @@ def test_topk_heap_keeps_the_candidates_of_a_linear_scan(seed: int) -> None:
         assert list(top.candidates.items()) == list(ref.candidates.items())
     again = TopK.from_bytes(top.to_bytes())
     assert list(again.candidates.items()) == list(top.candidates.items())
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_window_bytes_do_not_depend_on_batches_spanning_more_than_the_ring(
+        small: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Event time jumps by two hours (a replay, a feed back after an outage): a batch holding
+    ticks from both sides of the jump counts as late what a tick-by-tick run counts."""
+    if not small:
+        _numpy_only(monkeypatch)
+    rng = random.Random(5)
+    hour = 3_600_000
+    times = sorted(rng.randrange(0, 600_000) for _ in range(40)) + sorted(
+        2 * hour + rng.randrange(0, 600_000) for _ in range(40))
+    times[50:50] = [rng.randrange(0, 600_000) for _ in range(5)]  # late after the jump
+    ticks = [CountedTick(i, 0, f"m{i % 3}", f"u{i % 7}", t) for i, t in enumerate(times)]
+    one_by_one = PartitionSketches()
+    for tick in ticks:
+        one_by_one.apply([tick])
+    for cut in (1, 30, 45, 60):
+        batched = PartitionSketches()
+        batched.apply(ticks[:cut])
+        batched.apply(ticks[cut:])
+        assert batched.to_bytes() == one_by_one.to_bytes(), cut
+    assert one_by_one.window.late == 5
