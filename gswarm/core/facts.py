@@ -13,6 +13,7 @@ Keys (all integers big-endian, so byte order is numeric order)::
                                             is one contiguous range, in time order
     S <market> 00 <ts:8> <seq:8>            a segment: the ticks of one market in one batch
     M <market>                              the market record: latest values, rolling state
+    G <market> 00 <ts:8> <seq:8> <rule>     a signal fired by the tick (ts, seq): its JSON
 
 Market ids never contain NUL (ticks validation rejects control characters), so the ``00``
 separator keeps ``m-1`` and ``m-10`` apart and every prefix scan exact.
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-FACT, SEGMENT, MARKET = b"F", b"S", b"M"
+FACT, SEGMENT, MARKET, SIGNAL = b"F", b"S", b"M", b"G"
 SEP = b"\x00"
 _TX = struct.Struct(">QQ")
 _F64 = struct.Struct("<d")
@@ -89,6 +90,15 @@ def market_key(market: str) -> bytes:
     return MARKET + market.encode()
 
 
+def signal_key(market: str, ts: int, seq: int, rule: str) -> bytes:
+    return SIGNAL + market_prefix(market) + _TX.pack(ts, seq) + rule.encode()
+
+
+def signal_tx_prefix(market: str, ts: int, seq: int) -> bytes:
+    """The prefix of every signal key of one tick."""
+    return SIGNAL + market_prefix(market) + _TX.pack(ts, seq)
+
+
 def split_fact_key(key: bytes) -> tuple[str, int, int, int]:
     """(market, attr, ts, seq) of a datom key."""
     sep = key.index(SEP, 1)
@@ -123,16 +133,22 @@ class Segment:
     outcome: list[str]
     alpha: NDArray[np.float32]  # (n, DIM) unit vectors
     record: bytes  # the encoded market record after this segment
+    #: signals its ticks fired (JSON documents, :mod:`gswarm.core.signals`): stored as
+    #: ``G`` keys, in the same changelog message as the record whose state follows them
+    signals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> bytes:
         return segment_key(self.market, int(self.ts[0]), int(self.seq[0]))
 
     def encode(self) -> bytes:
-        header = orjson.dumps({
+        head: dict[str, Any] = {
             "m": self.market, "n": len(self.ts), "d": int(self.alpha.shape[1]),
             "tr": self.trader, "oc": self.outcome,
-        })
+        }
+        if self.signals:
+            head["sg"] = self.signals
+        header = orjson.dumps(head)
         return b"".join((
             bytes((SEGMENT_VERSION,)), _U32.pack(len(header)), header,
             _U32.pack(len(self.record)), self.record,
@@ -163,7 +179,8 @@ class Segment:
         ts, seq = take("<i8", n), take("<u8", n)
         prob, vol = take("<f8", n), take("<f8", n)
         alpha = take("<f4", n * dim).reshape(n, dim)
-        return cls(header["m"], ts, seq, prob, vol, header["tr"], header["oc"], alpha, record)
+        return cls(header["m"], ts, seq, prob, vol, header["tr"], header["oc"], alpha, record,
+                   header.get("sg", []))
 
     def datoms(self) -> list[tuple[bytes, bytes]]:
         """(key, value) of every datom in the segment."""
@@ -183,6 +200,9 @@ class Segment:
             out.append((p_tr + tx, self.trader[i].encode()))
             out.append((p_oc + tx, self.outcome[i].encode()))
             out.append((p_al + tx, alpha[i].tobytes()))
+        for sig in self.signals:
+            out.append((signal_key(self.market, sig["ts"], sig["seq"], sig["rule"]),
+                        orjson.dumps(sig)))
         return out
 
 
@@ -200,12 +220,13 @@ def decode_value(attr: int, value: bytes) -> Any:
 
 def rebuild_segment(
     get: Callable[[bytes], bytes | None], market: str, txs: list[Tx], record: bytes,
-    dim: int,
+    dim: int, scan: Callable[[bytes], list[bytes]] | None = None,
 ) -> Segment | None:
     """The segment of already-stored ticks ``txs`` read back from their datoms.
 
     Used to send again, after a crash, what a worker had stored but possibly never got
-    into the changelog. Ticks whose datoms are not all there are left out.
+    into the changelog. Ticks whose datoms are not all there are left out. ``scan(prefix)``
+    (the values of the keys starting with ``prefix``) finds the signals the ticks fired.
     """
     rows = []
     for ts, seq in txs:
@@ -229,6 +250,9 @@ def rebuild_segment(
         outcome=[v.decode() for v in col("tick/outcome")],
         alpha=np.frombuffer(b"".join(col("market/alpha")), dtype="<f4").reshape(len(rows), dim),
         record=record,
+        signals=[] if scan is None else [
+            orjson.loads(v) for ts, seq, _ in rows
+            for v in scan(signal_tx_prefix(market, ts, seq))],
     )
 
 
@@ -241,6 +265,7 @@ def concat(first: Segment, second: Segment) -> Segment:
         volume=np.concatenate((first.volume, second.volume)),
         trader=first.trader + second.trader, outcome=first.outcome + second.outcome,
         alpha=np.vstack((first.alpha, second.alpha)), record=second.record,
+        signals=first.signals + second.signals,
     )
 
 
