@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from gswarm.core import alpha
 from gswarm.core.facts import Segment, seq_for
-from gswarm.core.signals import MarketSignals, RuleSet, Signal, evaluate
+from gswarm.core.signals import MarketSignals, RuleSet, Signal, evaluate_many
 from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.ticks import Tick
 
@@ -235,6 +235,11 @@ def apply_batch(
     rolled, raw = alpha.update_many([records[i].rolling for i in busy.tolist()],
                                     counts[busy], ts, prob, vol)
     unit = alpha.embed(raw)
+    busy_ids = busy.tolist()
+    sig_states, fired_all = _signals(rules, [work[i][0] for i in busy_ids],
+                                     [records[i] for i in busy_ids], counts[busy],
+                                     [fresh_all[i] for i in busy_ids], ts, prob, vol, raw)
+    sig_iter = iter(zip(sig_states, fired_all, strict=True))
 
     out: list[Applied] = []
     start = 0
@@ -248,8 +253,7 @@ def apply_batch(
         end = start + len(fresh)
         mine = ticks[start:end]
         seqs = np.fromiter((seq for seq, _, _ in fresh), dtype=np.uint64, count=len(fresh))
-        state, fired = _signals(rules, market, rec, ts[start:end], seqs, prob[start:end],
-                                vol[start:end], raw[start:end])
+        state, fired = next(sig_iter)
         new = MarketRecord(
             market=market,
             latest=_latest(rec.latest, fresh, raw[end - 1]),
@@ -273,19 +277,22 @@ def apply_batch(
 
 
 def _signals(
-    rules: RuleSet | None, market: str, rec: MarketRecord, ts: NDArray[np.int64],
-    seq: U64, prob: NDArray[np.float64], vol: NDArray[np.float64],
+    rules: RuleSet | None, markets: list[str], records: list[MarketRecord],
+    counts: NDArray[np.int64], fresh: list[list[tuple[int, Arrival, int]]],
+    ts: NDArray[np.int64], prob: NDArray[np.float64], vol: NDArray[np.float64],
     raw: NDArray[np.float64],
-) -> tuple[bytes, list[Signal]]:
-    """The market's new signal state (bytes) and the signals its new ticks fire."""
-    mine = rules.for_market(market) if rules else ()
-    if not mine:
-        return rec.signal_state, []
-    prev = list(rec.latest["alpha"].values()) if rec.latest else None
-    state, fired = evaluate(
-        mine, MarketSignals.from_bytes(rec.signal_state), market, rec.rolling, prev,
-        ts.tolist(), seq.tolist(), prob.tolist(), vol.tolist(), raw)
-    return state.to_bytes(), fired
+) -> tuple[list[bytes], list[list[Signal]]]:
+    """Each busy market's new signal state (bytes) and the signals its new ticks fire."""
+    if not rules or not markets:
+        return [r.signal_state for r in records], [[] for _ in records]
+    seq = np.fromiter((s for f in fresh for s, _, _ in f), dtype=np.uint64, count=len(ts))
+    states, fired = evaluate_many(
+        rules, markets, [MarketSignals.from_bytes(r.signal_state) for r in records],
+        [r.rolling for r in records],
+        [list(r.latest["alpha"].values()) if r.latest else None for r in records],
+        counts, ts, seq, prob, vol, raw)
+    return [s.to_bytes() if s.rules or s.first_ts is not None else r.signal_state
+            for s, r in zip(states, records, strict=True)], fired
 
 
 def _latest(

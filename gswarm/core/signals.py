@@ -347,108 +347,269 @@ def evaluate(
     prev_vector: Sequence[float] | None, ts: Sequence[int], seq: Sequence[int],
     prob: Sequence[float], volume: Sequence[float], raw: F64,
 ) -> tuple[MarketSignals, list[Signal]]:
-    """One market's new ticks (in arrival order) through its tick rules.
+    """One market's new ticks (in arrival order) through ``rules`` (its tick rules).
 
     ``history`` is the market's rolling state *before* these ticks, ``prev_vector`` the raw
     alpha vector after its last tick (None for a new market), ``raw[i]`` the vector after
     tick ``i``. Returns the new state and the signals fired, in tick then rule order; the
-    input state is not changed.
+    input state is not changed. (:func:`evaluate_many` for many markets at once.)
     """
-    rules = [r for r in rules if r.kind != "resolved"]
-    if not rules or not len(ts):
-        return state, []
-    edges = dict(state.rules)
-    first_ts = state.first_ts
-    if first_ts is None:
-        first_ts = int(history.ts[0]) if history.n else int(ts[0])
-    past_ts: list[int] = history.ts.tolist()
-    past_p: list[float] = history.prob.tolist()
-    rows: list[list[float]] = raw.tolist()
-    prev_row = list(prev_vector) if prev_vector is not None else None
-    n0 = history.n
-    out: list[Signal] = []
-    for i, (t, s, p, v) in enumerate(zip(ts, seq, prob, volume, strict=True)):
-        t, s = int(t), int(s)
-        row = rows[i]
-        before = n0 + i  # ticks of the market before this one
-        first_ts = min(first_ts, t)
-        for rule in rules:
-            values = _condition(rule, t, p, v, row, prev_row, before, first_ts, past_ts,
-                                past_p)
-            active, last = edges.get(rule.id, (False, None))
-            # a crossing is itself an edge (from one side to the other): a cross down then
-            # straight back up is two
-            if values is not None and (not active or rule.kind == "cross") and (
-                    last is None or t - last >= rule.cooldown_ms):
-                out.append(make_signal(rule, market, t, s, values))
-                last = t
-            if values is not None or active or last is not None:
-                edges[rule.id] = (values is not None, last)
-        past_ts.append(t)
-        past_p.append(p)
-        prev_row = row
-    return MarketSignals(edges, first_ts), out
+    states, fired = evaluate_many(
+        RuleSet(tuple(rules)), [market], [state], [history], [prev_vector],
+        np.array([len(ts)], dtype=np.int64), np.asarray(ts, dtype=np.int64),
+        np.asarray(seq, dtype=np.uint64), np.asarray(prob, dtype=np.float64),
+        np.asarray(volume, dtype=np.float64), np.asarray(raw, dtype=np.float64))
+    return states[0], fired[0]
 
 
-def _condition(
-    rule: Rule, t: int, p: float, v: float, row: list[float], prev_row: list[float] | None,
-    before: int, first_ts: int, past_ts: list[int], past_p: list[float],
-) -> dict[str, Any] | None:
-    """The values that make ``rule`` hold at this tick, or None if it does not."""
+_CHUNK = 2048  # ticks whose look-back window (WINDOW values each) is gathered at once
+
+
+@dataclass
+class _Batch:
+    """The ticks of many markets (market after market, each in arrival order) and what
+    every rule needs about them, as arrays over the ticks."""
+
+    counts: NDArray[np.int64]
+    ts: NDArray[np.int64]
+    prob: F64
+    vol: F64
+    raw: F64
+    histories: Sequence[alpha.RollingState]
+    seg: NDArray[np.int64] = field(init=False)  # each tick's market (index)
+    pos: NDArray[np.int64] = field(init=False)  # its position among the market's new ticks
+    starts: NDArray[np.int64] = field(init=False)
+    before: NDArray[np.int64] = field(init=False)  # ticks of its market before it
+    first: NDArray[np.bool_] = field(init=False)  # the market's first tick in the batch
+    #: every market's history then new ticks (probabilities, times) and each tick's place
+    #: in them, once a move rule gathered them
+    move_source: tuple[F64, NDArray[np.int64], NDArray[np.int64]] | None = field(
+        default=None, init=False)
+
+    def __post_init__(self) -> None:
+        counts = self.counts
+        m = len(counts)
+        self.starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        self.seg = np.repeat(np.arange(m), counts)
+        self.pos = np.arange(len(self.ts)) - np.repeat(self.starts, counts)
+        seen = np.fromiter((h.n for h in self.histories), np.int64, m)
+        self.before = np.repeat(seen, counts) + self.pos
+        self.first = self.pos == 0
+
+    def shifted(self, values: F64, at_first: F64) -> F64:
+        """``values`` of the previous tick of the same market; ``at_first[m]`` for a
+        market's first tick of the batch."""
+        out = np.empty_like(values)
+        out[1:] = values[:-1]
+        out[self.starts[self.counts > 0]] = at_first[self.counts > 0]
+        return out
+
+
+def evaluate_many(
+    rules: RuleSet, markets: Sequence[str], states: Sequence[MarketSignals],
+    histories: Sequence[alpha.RollingState], prev_vectors: Sequence[Sequence[float] | None],
+    counts: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.uint64], prob: F64,
+    volume: F64, raw: F64,
+) -> tuple[list[MarketSignals], list[list[Signal]]]:
+    """The new ticks of many markets through their tick rules, at once.
+
+    ``counts[m]`` ticks belong to ``markets[m]`` (its state, its rolling state before them,
+    its last raw vector), laid out market after market as :func:`alpha.update_many` takes
+    them, ``raw`` their vectors. Each rule's condition is computed for every tick at once
+    (numpy); only the ticks where a condition starts to hold go through the cool-downs one
+    by one. The same as evaluating each market's ticks alone, tick after tick.
+    """
+    m = len(markets)
+    watched = [rules.for_market(x) for x in markets]
+    tick_rules = [r for r in rules.rules if r.kind != "resolved"]
+    if not any(watched) or not len(ts):
+        return list(states), [[] for _ in range(m)]
+    b = _Batch(np.asarray(counts, dtype=np.int64), ts, prob, volume, raw, histories)
+    firsts = np.array([s.first_ts if s.first_ts is not None else (
+        int(h.ts[0]) if h.n else (int(ts[st]) if c else 0))
+        for s, h, st, c in zip(states, histories, b.starts.tolist(), b.counts.tolist(),
+                               strict=True)], dtype=np.int64)
+    fired: list[list[tuple[int, int, Signal]]] = [[] for _ in range(m)]  # (tick, rule, sig)
+    edges = [dict(s.rules) if s.rules else {} for s in states]
+    # which rules hold an edge for which markets (most states are empty)
+    column = {r.id: k for k, r in enumerate(tick_rules)}
+    active = np.zeros((m, len(tick_rules)), dtype=bool)
+    for mk, e in enumerate(edges):
+        for rid, (on, _) in e.items():
+            if on and rid in column:
+                active[mk, column[rid]] = True
+    ends = (b.starts + b.counts - 1)[b.counts > 0]
+    busy = np.flatnonzero(b.counts > 0)
+    seqs = seq.tolist()
+    moves = _moves(b, {r.params["within_s"] for r in tick_rules if r.kind == "move"})
+    for ri, rule in enumerate(tick_rules):
+        if rule.markets or rule.prefixes:
+            mine = np.fromiter((rule.matches(x) for x in markets), bool, m)
+            if not mine.any():
+                continue
+            hold = _holds(rule, b, prev_vectors, firsts, moves) & mine[b.seg]
+        else:
+            mine = None
+            hold = _holds(rule, b, prev_vectors, firsts, moves)
+        prev = b.shifted(hold.astype(np.float64), active[:, ri].astype(np.float64)) > 0
+        starts_to = hold if rule.kind == "cross" else hold & ~prev
+        touched = active[:, ri].copy()  # markets whose edge for the rule is to be set
+        for i in np.flatnonzero(starts_to).tolist():
+            mk = int(b.seg[i])
+            t = int(ts[i])
+            _, last = edges[mk].get(rule.id, (False, None))
+            if last is not None and t - last < rule.cooldown_ms:
+                continue
+            edges[mk][rule.id] = (True, t)
+            touched[mk] = True
+            values = _values(rule, b, i, prev_vectors, firsts, moves)
+            fired[mk].append((i, ri, make_signal(rule, markets[mk], t, seqs[i], values)))
+        # the edge after each market's last tick, where it holds or held
+        now = np.zeros(m, dtype=bool)
+        now[busy] = hold[ends]
+        for mk in np.flatnonzero(now | touched).tolist():
+            if mine is None or mine[mk]:
+                edges[mk][rule.id] = (bool(now[mk]), edges[mk].get(rule.id, (False, None))[1])
+    new = [MarketSignals(e, int(f)) if w else s
+           for e, f, w, s in zip(edges, firsts.tolist(), watched, states, strict=True)]
+    return new, [[sig for _, _, sig in sorted(f, key=lambda x: (x[0], x[1]))] if f else []
+                 for f in fired]
+
+
+def _holds(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | None],
+           firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+           ) -> NDArray[np.bool_]:
+    """Whether ``rule``'s condition holds at each tick."""
+    return np.asarray(_condition(rule, b, prev_vectors, firsts, moves), dtype=bool)
+
+
+def _condition(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | None],
+               firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+               ) -> Any:
     k, q = rule.kind, rule.params
+    p, raw = b.prob, b.raw
     if k == "move":
-        cutoff = t - q["within_s"] * 1000.0
-        best, at = 0.0, -1
-        lo = max(len(past_ts) - alpha.WINDOW, 0)
-        for j in range(len(past_ts) - 1, lo - 1, -1):
-            if past_ts[j] < cutoff:
-                break
-            d = abs(p - past_p[j])
-            if d > best:
-                best, at = d, j
-        if at < 0 or best < q["delta"]:
-            return None
-        return {"prob": p, "from_prob": past_p[at], "from_ts": past_ts[at],
-                "delta": p - past_p[at]}
+        return moves[q["within_s"]][0] >= q["delta"]
     if k == "cross":
-        if not past_p:
-            return None
-        prev, level, way = past_p[-1], q["level"], q["direction"]
-        if prev < level <= p and way != "down":
-            return {"prob": p, "from_prob": prev, "level": level, "direction": "up"}
-        if p < level <= prev and way != "up":
-            return {"prob": p, "from_prob": prev, "level": level, "direction": "down"}
-        return None
+        prev = _prev_prob(b)
+        level, way = q["level"], q["direction"]
+        up = (prev < level) & (level <= p)
+        down = (p < level) & (level <= prev)
+        return up if way == "up" else down if way == "down" else up | down
     if k == "whale":
-        if q["volume"] is not None and v >= q["volume"]:
-            return {"volume": v, "prob": p}
-        if q["factor"] is not None and prev_row is not None and before >= q["min_ticks"]:
-            base = prev_row[_VOL]
-            if base > 0 and v >= q["factor"] * base:
-                return {"volume": v, "vol_sma10": base, "ratio": v / base, "prob": p}
-        return None
+        hold = np.zeros(len(p), dtype=bool)
+        if q["volume"] is not None:
+            hold |= b.vol >= q["volume"]
+        if q["factor"] is not None:
+            base = _prev_vsma(b, prev_vectors)
+            with np.errstate(invalid="ignore"):
+                hold |= (b.before >= q["min_ticks"]) & (base > 0) & (
+                    b.vol >= q["factor"] * base)
+        return hold
     if k == "spike":
-        if before + 1 < q["min_ticks"] or t <= first_ts:
-            return None
-        longrun = before / ((t - first_ts) / 1000.0)
-        rate = row[_RATE]
-        if longrun > 0 and rate >= q["factor"] * longrun:
-            return {"tick_rate": rate, "long_run_rate": longrun, "ratio": rate / longrun}
-        return None
-    # alpha
-    if before + 1 < q["min_ticks"]:
-        return None
+        longrun = _long_run(b, firsts)
+        with np.errstate(invalid="ignore"):
+            return (b.before + 1 >= q["min_ticks"]) & (longrun > 0) & (
+                raw[:, _RATE] >= q["factor"] * longrun)
+    enough = b.before + 1 >= q["min_ticks"]
     band = q["band"]
     if band is not None:
-        up, low = row[_UPPER], row[_LOWER]
-        if (p > up and band != "below") or (p < low and band != "above"):
-            return {"prob": p, "bb_upper": up, "bb_lower": low}
-        return None
-    x = row[alpha.INDEX[q["component"]]]
-    op, value = q["op"], q["value"]
+        above, below = p > raw[:, _UPPER], p < raw[:, _LOWER]
+        return enough & (above if band == "above" else below if band == "below"
+                         else above | below)
+    x, op, value = raw[:, alpha.INDEX[q["component"]]], q["op"], q["value"]
     hit = (x > value if op == "gt" else x >= value if op == "ge"
            else x < value if op == "lt" else x <= value)
-    return {q["component"]: x, "prob": p} if hit else None
+    return enough & hit
+
+
+def _prev_prob(b: _Batch) -> F64:
+    last = np.array([h.prob[-1] if h.n else np.nan for h in b.histories], dtype=np.float64)
+    return b.shifted(b.prob, last)
+
+
+def _prev_vsma(b: _Batch, prev_vectors: Sequence[Sequence[float] | None]) -> F64:
+    last = np.array([v[_VOL] if v is not None else np.nan for v in prev_vectors],
+                    dtype=np.float64)
+    return b.shifted(b.raw[:, _VOL], last)
+
+
+def _long_run(b: _Batch, firsts: NDArray[np.int64]) -> F64:
+    """Ticks per second since the market's first tick (NaN where no time has passed)."""
+    span = (b.ts - firsts[b.seg]) / 1000.0
+    rate: F64 = np.divide(b.before.astype(np.float64), span, out=np.full(len(span), np.nan),
+                          where=span > 0)
+    return rate
+
+
+def _moves(b: _Batch, windows: set[float]) -> dict[float, tuple[F64, NDArray[np.int64]]]:
+    """Per window length (``within_s``), per tick: the largest |p - p'| over the previous
+    ticks within it (looking back while they are within it, at most ``alpha.WINDOW``),
+    and how many ticks back the newest tick with that move is (0: none)."""
+    if not windows:
+        return {}
+    hist = np.fromiter((len(h.prob) for h in b.histories), np.int64, len(b.histories))
+    parts_p: list[F64] = []
+    parts_t: list[NDArray[np.int64]] = []
+    for mk, h in enumerate(b.histories):
+        a, c = int(b.starts[mk]), int(b.counts[mk])
+        parts_p += (h.prob, b.prob[a:a + c])
+        parts_t += (h.ts, b.ts[a:a + c])
+    all_p, all_t = np.concatenate(parts_p), np.concatenate(parts_t)
+    c_start = np.concatenate(([0], np.cumsum(hist + b.counts)[:-1]))
+    at = np.repeat(c_start + hist, b.counts) + b.pos  # each tick in the concatenation
+    have = np.minimum(np.repeat(hist, b.counts) + b.pos, alpha.WINDOW)  # ticks before it
+    b.move_source = (all_p, all_t, at)
+    total = len(b.ts)
+    out = {w: (np.zeros(total), np.zeros(total, dtype=np.int64)) for w in windows}
+    # only as far back as any tick has history, and any window reaches
+    deepest = int(have.max()) if total else 0
+    r = np.arange(1, max(deepest, 1) + 1)
+    for lo in range(0, total, _CHUNK):
+        hi = min(lo + _CHUNK, total)
+        idx = np.maximum(at[lo:hi, None] - r[None, :], 0)
+        valid = r[None, :] <= have[lo:hi, None]
+        age = (b.ts[lo:hi, None] - all_t[idx]).astype(np.float64)
+        d = np.abs(b.prob[lo:hi, None] - all_p[idx])
+        for w, (best, back) in out.items():
+            ok = np.logical_and.accumulate(valid & (age <= w * 1000.0), axis=1)
+            dw = np.where(ok, d, 0.0)
+            top = dw.max(axis=1)
+            best[lo:hi] = top
+            back[lo:hi] = np.where(top > 0, np.argmax(dw == top[:, None], axis=1) + 1, 0)
+    return out
+
+
+def _values(rule: Rule, b: _Batch, i: int, prev_vectors: Sequence[Sequence[float] | None],
+            firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+            ) -> dict[str, Any]:
+    """The values that made ``rule`` fire at tick ``i``."""
+    k, q = rule.kind, rule.params
+    p = float(b.prob[i])
+    row = b.raw[i]
+    if k == "move":
+        back = moves[q["within_s"]][1]
+        assert b.move_source is not None
+        all_p, all_t, at = b.move_source
+        j = int(at[i] - back[i])
+        return {"prob": p, "from_prob": float(all_p[j]), "from_ts": int(all_t[j]),
+                "delta": p - float(all_p[j])}
+    if k == "cross":
+        prev = float(_prev_prob(b)[i])
+        return {"prob": p, "from_prob": prev, "level": q["level"],
+                "direction": "up" if p >= q["level"] else "down"}
+    if k == "whale":
+        v = float(b.vol[i])
+        if q["volume"] is not None and v >= q["volume"]:
+            return {"volume": v, "prob": p}
+        base = float(_prev_vsma(b, prev_vectors)[i])
+        return {"volume": v, "vol_sma10": base, "ratio": v / base, "prob": p}
+    if k == "spike":
+        rate, longrun = float(row[_RATE]), float(_long_run(b, firsts)[i])
+        return {"tick_rate": rate, "long_run_rate": longrun, "ratio": rate / longrun}
+    if q["band"] is not None:
+        return {"prob": p, "bb_upper": float(row[_UPPER]), "bb_lower": float(row[_LOWER])}
+    return {q["component"]: float(row[alpha.INDEX[q["component"]]]), "prob": p}
 
 
 def resolved_signals(
