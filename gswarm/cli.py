@@ -733,9 +733,9 @@ def bench_cmd(args: tuple[str, ...]) -> None:
     """The benchmark suite (or single parts of it), on a broker of its own.
 
     ARGS go to the suite: PART names (ceiling, throughput, wide, arrays, latency, failover,
-    recovery, memory, sketches; default all), --quick, --results DIR, --markdown FILE. Needs
-    a source checkout (the suite lives in bench/, not in the package) and `pip install -e
-    ".[bench]"` for the Quix Streams peer and DataSketches.
+    recovery, memory, sketches, queries, signals; default all), --quick, --results DIR,
+    --markdown FILE. Needs a source checkout (the suite lives in bench/, not in the
+    package) and `pip install -e ".[bench]"` for the Quix Streams peer and DataSketches.
     """
     import subprocess
 
