@@ -260,7 +260,7 @@ def test_kill_9_mid_stream_leaves_the_signal_ids_of_a_calm_run(
     settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
 ) -> None:
     # the default rules over a synthetic stream: jumps, crosses, whales, band breaks
-    ticks = list(synthetic_ticks(markets=200, count=60_000, seed=7, rate=2000))
+    ticks = list(synthetic_ticks(markets=200, count=40_000, seed=7, rate=2000))
     settings = settings_factory(web_port=free_port(), partitions=PARTITIONS,
                                 commit_interval_s=5.0, prune_interval_s=3600.0)
     asyncio.run(topics.apply(settings))
