@@ -303,7 +303,6 @@ class Ingest:
             ]
         for partition, ticks in counted.items():
             self.sketches.apply(partition_event[partition], ticks)
-        await self.send_signals()
         self.facts_written(began)
         counters.batches += 1
         counters.batch_markets += len(groups)
@@ -311,6 +310,9 @@ class Ingest:
         counters.last_flush_ms = (time.perf_counter() - started) * 1000
         counters.batch_messages_sum += messages
         counters.flush_ms_sum += counters.last_flush_ms
+        # last: the batch's counters are whole before this yields to the event loop (the
+        # web server reads them in between)
+        await self.send_signals()
 
     def misplaced(self, partition: int, key: bytes | None) -> Rejected | None:
         """A ``wrong_partition`` rejection if ``key`` does not hash to ``partition``."""
