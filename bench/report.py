@@ -47,6 +47,14 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         rows.append((f"<= 1 changelog message per tick ({label})", f"{per:.3f}", per <= 1))
     rows += _hot_path_targets(parts)
     rows += _query_targets(parts)
+    sig = parts.get("signals")
+    if sig:
+        p99, added = sig["latency"]["p99_ms"], sig["cost"]["added_pct"]
+        rows.append(("tick -> signal p99 <= 100 ms at 1,000 ticks/s (issue 16)", f"{p99} ms",
+                     p99 is not None and p99 <= 100))
+        rows.append(("20 rules add <= 20 % CPU per tick (issue 16; ingest core)",
+                     f"{added:+.1f} %",
+                     added <= 20))
     lat = parts.get("latency")
     if lat:
         for r in lat["rates"]:
@@ -136,6 +144,8 @@ def render(doc: dict[str, Any]) -> str:
     out += _cluster(parts)
     if "queries" in parts:
         out += _queries(parts["queries"])
+    if "signals" in parts:
+        out += _signals(parts["signals"])
     if "sketches" in parts:
         s = parts["sketches"]
         out += [f"**Sketch kernels** ({s['items']:,} ids, median of {s['runs']}):", "",
@@ -223,6 +233,20 @@ _QUERIES = {
     "screen2": "**screen** `rsi14 gt 0.7` and `log_odds lt 0`, by tick_rate",
     "prefix": "prefix search", "hot": "hot markets",
 }
+
+
+def _signals(g: dict[str, Any]) -> list[str]:
+    lat, cost = g["latency"], g["cost"]
+    return [f"**Signals** ({g['rules']} rules, bench/signals.py): tick -> signal on the "
+            f"topic at {lat['rate']:,.0f} ticks/s for {lat['seconds']:.0f} s, "
+            f"{lat['signals']:,} signals: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
+            f"max {lat['max_ms']} ms (the same run's facts, produce -> queryable: p50 "
+            f"{lat['facts_arrival_p50_ms']} ms, p99 {lat['facts_arrival_p99_ms']} ms). "
+            f"Ingest core CPU per tick ({cost['ticks']:,} ticks, {cost['markets']} markets, "
+            f"batches of {cost['batch']}, best of {cost['runs']}): "
+            f"{cost['best']['without']:.1f} us without rules, "
+            f"{cost['best']['with_20_rules']:.1f} us with them "
+            f"({cost['added_pct']:+.1f} %).", ""]
 
 
 def _queries(q: dict[str, Any]) -> list[str]:

@@ -6,7 +6,8 @@ drain floors, Gswarm, the Quix peer, cost per tick), ceiling (a no-op Faust agen
 beside the aiokafka drain), latency, failover (supervised and bare, in parts), steady (10
 minutes at full load, counting rebalances), recovery, memory,
 sketches, queries (query latency at 10k and 100k markets; ``--query-markets`` for
-other sizes, e.g. 1,000,000).
+other sizes, e.g. 1,000,000), signals (tick -> signal latency at 1,000 ticks/s, CPU per
+tick with and without 20 rules).
 
 Writes ``bench/results/<date>.json`` (``<date>-quick.json`` with ``--quick``), merging
 with a same-day document so single parts can be re-run, and, for full runs, rewrites the
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, cluster, latency, queries, sketches, throughput
+from bench import ceiling, cluster, latency, queries, signals, sketches, throughput
 from bench.common import RESULTS, ROOT, Bench, bench_session, machine, spread, today
 from bench.report import render, update_markdown
 
@@ -61,6 +62,8 @@ class Sizes:
     query_markets: tuple[int, ...] = (10_000, 100_000)
     query_requests: int = 200
     query_compute_markets: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    signals_rate: float = 1000.0
+    signals_s: float = 15.0
 
 
 FULL = Sizes()
@@ -70,7 +73,7 @@ QUICK = Sizes(markets=50, ticks=1_000, ceiling_messages=5_000, runs=1, quix_runs
               steady_s=5.0, steady_rate=2_000.0,
               recovery_ticks=2_000, memory_s=6.0, memory_markets=10_000, sketch_items=50_000,
               sketch_runs=2, query_markets=(2_000,), query_requests=20,
-              query_compute_markets=(2_000,))
+              query_compute_markets=(2_000,), signals_s=3.0)
 
 
 def part_ceiling(b: Bench, z: Sizes) -> dict[str, Any]:
@@ -133,6 +136,10 @@ def part_queries(b: Bench, z: Sizes) -> dict[str, Any]:
                        list(z.query_compute_markets))
 
 
+def part_signals(b: Bench, z: Sizes) -> dict[str, Any]:
+    return signals.run(b, z.signals_rate, z.signals_s, z.markets, z.ticks, z.runs)
+
+
 PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
     "ceiling": part_ceiling,
     "throughput": part_single,
@@ -145,6 +152,7 @@ PARTS: dict[str, Callable[[Bench, Sizes], dict[str, Any]]] = {
     "memory": part_memory,
     "sketches": part_sketches,
     "queries": part_queries,
+    "signals": part_signals,
 }
 
 

@@ -645,6 +645,46 @@ def q_stats(settings: Settings) -> None:
     _ask(settings, "/api/stats")
 
 
+# -- signals ---------------------------------------------------------------------------------
+
+
+@cli.group("signals")
+def signals_group() -> None:
+    """Signal rules (signals/rules.toml) and the signals topic."""
+
+
+@signals_group.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def signals_check(path: Path) -> None:
+    """Validate a rules file without starting anything (one line per error; exit 1)."""
+    from gswarm.core.signals import load_rules
+
+    rules = load_rules(path)
+    kinds = ", ".join(sorted({r.kind for r in rules.rules})) or "none"
+    click.echo(f"{path}: {len(rules.rules)} rules ok (kinds: {kinds})")
+
+
+@signals_group.command("tail")
+@click.option("--rule", help="Only this rule's signals.")
+@click.option("--market", help="Only this market's signals.")
+@click.option("--from-start", is_flag=True, help="From the topic's start, not its end.")
+@click.option("--count", default=0, type=_Whole(min=0), help="Stop after COUNT (0: never).")
+@click.option("--json", "as_json", is_flag=True, help="Print each signal as its JSON.")
+@pass_settings
+def signals_tail(settings: Settings, rule: str | None, market: str | None, from_start: bool,
+                 count: int, as_json: bool) -> None:
+    """Print signals as they arrive (Ctrl-C stops)."""
+    import orjson
+
+    from gswarm.kafka.signals import line, tail
+
+    def echo(doc: dict[str, Any]) -> None:
+        click.echo(orjson.dumps(doc).decode() if as_json else line(doc))
+
+    asyncio.run(_until_signal(tail(settings, echo, rule=rule, market=market,
+                                   from_start=from_start, count=count)))
+
+
 # -- local cluster ---------------------------------------------------------------------------
 
 
@@ -708,10 +748,10 @@ def bench_cmd(args: tuple[str, ...]) -> None:
     """The benchmark suite (or single parts of it), on a broker of its own.
 
     ARGS go to the suite: PART names (ceiling, throughput, wide, arrays, latency, failover,
-    recovery, memory, sketches; default all), --quick, --results DIR, --markdown FILE; or
-    `chaos [--seconds S --worker-kills N --broker-kills N --seed N --runs N]`. Needs
-    a source checkout (the suite lives in bench/, not in the package) and `pip install -e
-    ".[bench]"` for the Quix Streams peer and DataSketches.
+    recovery, memory, sketches, queries, signals, failover, steady; default all), --quick,
+    --results DIR, --markdown FILE; or `chaos [--seconds S --worker-kills N --broker-kills N
+    --seed N --runs N]`. Needs a source checkout (the suite lives in bench/, not in the
+    package) and `pip install -e ".[bench]"` for the Quix Streams peer and DataSketches.
     """
     import subprocess
 

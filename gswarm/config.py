@@ -29,11 +29,13 @@ RETIRED = {
 }
 
 
-def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False,
+             path: bool = False) -> Any:
     """A field with its environment variable and meaning; a ``secret`` one is never shown
-    (not in ``repr``, masked by ``gswarm config --current``)."""
+    (not in ``repr``, masked by ``gswarm config --current``). A ``path`` one is a file
+    path kept as text: set empty it is empty (off), a relative one is made absolute."""
     return field(default=default, repr=not secret,
-                 metadata={"env": env, "doc": doc, "secret": secret})
+                 metadata={"env": env, "doc": doc, "secret": secret, "path": path})
 
 
 #: Kafka security protocols (Kafka's ``security.protocol``) and SASL mechanisms supported.
@@ -198,6 +200,13 @@ class Settings:
         "GSWARM_MAX_MESSAGE_BYTES", 1_048_576,
         "Largest tick message accepted; larger ones are dead-lettered as oversized.",
     )
+    signals_rules: str = _setting(
+        "GSWARM_SIGNALS_RULES", str(PROJECT_ROOT / "signals" / "rules.toml"),
+        "Signal rules (TOML, see signals/rules.toml) the workers evaluate on every tick; "
+        "signals go to the <app id>-signals topic. Empty: no signals. A bad file stops the "
+        "worker at start (`gswarm signals check FILE`).",
+        path=True,
+    )
     kafka_dir: Path = _setting(
         "GSWARM_KAFKA_DIR", PROJECT_ROOT / ".gswarm" / "kafka",
         "Local broker: its data, logs, properties and PID file.",
@@ -293,7 +302,9 @@ class Settings:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(f.metadata["env"])
-            if raw is not None and raw != "":
+            if raw is not None and f.metadata["path"]:
+                values[f.name] = str(Path(raw).expanduser().resolve()) if raw else ""
+            elif raw is not None and raw != "":
                 values[f.name] = _parse(f.metadata["env"], raw, type(f.default))
         # `faust ... --datadir DIR worker` passes DIR to the app this way: it wins, as a
         # Faust user expects.
@@ -402,6 +413,11 @@ class Settings:
         return f"{self.app_id}-deadletters"
 
     @property
+    def signals_rules_path(self) -> Path | None:
+        """The rules file, or None when signals are off."""
+        return Path(self.signals_rules) if self.signals_rules else None
+
+    @property
     def signals_topic(self) -> str:
         return f"{self.app_id}-signals"
 
@@ -473,6 +489,9 @@ def describe() -> list[tuple[str, str, str]]:
         default = f.default
         if isinstance(default, Path):
             default = "./" + str(default.relative_to(PROJECT_ROOT))
+        elif isinstance(default, str) and f.metadata["path"] and default.startswith(
+                str(PROJECT_ROOT)):
+            default = "./" + str(Path(default).relative_to(PROJECT_ROOT))
         elif isinstance(default, bool):
             default = "1" if default else "0"
         rows.append((f.metadata["env"], str(default), f.metadata["doc"]))

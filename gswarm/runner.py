@@ -28,7 +28,13 @@ from gswarm.web.client import get_json
 async def preflight(settings: Settings, ports: Iterable[int]) -> None:
     """What workers need before they start, checked so a command fails at once and says
     why (a Faust worker would wait for its broker, or die on a port, in its log): the web
-    ``ports`` free, the broker answering, each declared topic there with its partitions."""
+    ``ports`` free, the broker answering, each declared topic there with its partitions,
+    the signal rules file valid."""
+    rules = settings.signals_rules_path
+    if rules is not None:
+        from gswarm.core.signals import load_rules
+
+        load_rules(rules)
     for port in ports:
         require_free(settings.web_host, port, "a worker's web server",
                      "--web-port / GSWARM_WEB_PORT")

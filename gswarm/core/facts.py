@@ -13,6 +13,7 @@ Keys (all integers big-endian, so byte order is numeric order)::
                                             is one contiguous range, in time order
     S <market> 00 <ts:8> <seq:8>            a segment: the ticks of one market in one batch
     M <market>                              the market record: latest values, rolling state
+    G <market> 00 <ts:8> <seq:8> <rule>     a signal fired by the tick (ts, seq): its JSON
 
 Market ids never contain NUL (ticks validation rejects control characters), so the ``00``
 separator keeps ``m-1`` and ``m-10`` apart and every prefix scan exact.
@@ -23,14 +24,14 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-FACT, SEGMENT, MARKET = b"F", b"S", b"M"
+FACT, SEGMENT, MARKET, SIGNAL = b"F", b"S", b"M", b"G"
 SEP = b"\x00"
 _TX = struct.Struct(">QQ")
 _F64 = struct.Struct("<d")
@@ -90,6 +91,15 @@ def market_key(market: str) -> bytes:
     return MARKET + market.encode()
 
 
+def signal_key(market: str, ts: int, seq: int, rule: str) -> bytes:
+    return SIGNAL + market_prefix(market) + _TX.pack(ts, seq) + rule.encode()
+
+
+def signal_tx_prefix(market: str, ts: int, seq: int) -> bytes:
+    """The prefix of every signal key of one tick."""
+    return SIGNAL + market_prefix(market) + _TX.pack(ts, seq)
+
+
 def split_fact_key(key: bytes) -> tuple[str, int, int, int]:
     """(market, attr, ts, seq) of a datom key."""
     sep = key.index(SEP, 1)
@@ -124,16 +134,22 @@ class Segment:
     outcome: list[str]
     alpha: NDArray[np.float32]  # (n, DIM) unit vectors
     record: bytes  # the encoded market record after this segment
+    #: signals its ticks fired (JSON documents, :mod:`gswarm.core.signals`): stored as
+    #: ``G`` keys, in the same changelog message as the record whose state follows them
+    signals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> bytes:
         return segment_key(self.market, int(self.ts[0]), int(self.seq[0]))
 
     def encode(self) -> bytes:
-        header = orjson.dumps({
+        head: dict[str, Any] = {
             "m": self.market, "n": len(self.ts), "d": int(self.alpha.shape[1]),
             "tr": self.trader, "oc": self.outcome,
-        })
+        }
+        if self.signals:
+            head["sg"] = self.signals
+        header = orjson.dumps(head)
         return b"".join((
             bytes((SEGMENT_VERSION,)), _U32.pack(len(header)), header,
             _U32.pack(len(self.record)), self.record,
@@ -164,7 +180,8 @@ class Segment:
         ts, seq = take("<i8", n), take("<u8", n)
         prob, vol = take("<f8", n), take("<f8", n)
         alpha = take("<f4", n * dim).reshape(n, dim)
-        return cls(header["m"], ts, seq, prob, vol, header["tr"], header["oc"], alpha, record)
+        return cls(header["m"], ts, seq, prob, vol, header["tr"], header["oc"], alpha, record,
+                   header.get("sg", []))
 
     def datoms(self) -> list[tuple[bytes, bytes]]:
         """(key, value) of every datom in the segment."""
@@ -184,6 +201,9 @@ class Segment:
             out.append((p_tr + tx, self.trader[i].encode()))
             out.append((p_oc + tx, self.outcome[i].encode()))
             out.append((p_al + tx, alpha[i].tobytes()))
+        for sig in self.signals:
+            out.append((signal_key(self.market, sig["ts"], sig["seq"], sig["rule"]),
+                        orjson.dumps(sig)))
         return out
 
 
@@ -234,12 +254,19 @@ def pieces(segment: Segment, most: int = MAX_SEGMENT_TICKS) -> list[Segment]:
     n = len(segment.ts)
     if n <= most:
         return [segment]
-    return [Segment(
-        market=segment.market, ts=segment.ts[i:i + most], seq=segment.seq[i:i + most],
-        prob=segment.prob[i:i + most], volume=segment.volume[i:i + most],
-        trader=segment.trader[i:i + most], outcome=segment.outcome[i:i + most],
-        alpha=segment.alpha[i:i + most], record=segment.record,
-    ) for i in range(0, n, most)]
+    out = []
+    for i in range(0, n, most):
+        seq = segment.seq[i:i + most]
+        first, last = int(seq[0]), int(seq[-1])
+        out.append(Segment(
+            market=segment.market, ts=segment.ts[i:i + most], seq=seq,
+            prob=segment.prob[i:i + most], volume=segment.volume[i:i + most],
+            trader=segment.trader[i:i + most], outcome=segment.outcome[i:i + most],
+            alpha=segment.alpha[i:i + most], record=segment.record,
+            # each signal goes with the piece holding the tick that fired it
+            signals=[g for g in segment.signals if first <= g["seq"] <= last],
+        ))
+    return out
 
 
 def plan_prune(segment_keys: Iterable[bytes], retention_ms: int) -> list[bytes]:

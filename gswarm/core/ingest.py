@@ -13,7 +13,15 @@ applied) and a duplicate bet (an id seen recently, e.g. from a restarted feed) c
 nothing, so alpha vectors after a crash equal those of a run without one.
 
 The market record is a fixed binary layout (no JSON): it is decoded and encoded for every
-market of every batch.
+market of every batch. Version 3 adds the market's signal state
+(:class:`gswarm.core.MarketSignals`, kept as its bytes and decoded only when rules
+are evaluated); a version 2 record reads as one without signal state.
+
+With rules (:func:`apply_batch` ``rules``), each market's new ticks go through
+:func:`gswarm.core.signals.evaluate` on the same pass: the signals fired ride in the
+market's segment (so in the same changelog message as the record whose signal state
+follows them) and in :attr:`Applied.signals`. Redelivered ticks and duplicate bets are not
+new ticks: they never fire.
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ from numpy.typing import NDArray
 
 from gswarm.core import alpha
 from gswarm.core.facts import Segment, seq_for
+from gswarm.core.signals import MarketSignals, RuleSet, Signal, evaluate_many
 from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.ticks import Tick
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
+_READABLE = (2, 3)
 _HEAD = struct.Struct("<BqqHB")  # version, last offset, n, recent ids, has latest
 _LATEST = struct.Struct("<dqQd")  # prob, ts, seq, volume
 _ALPHA = struct.Struct(f"<{alpha.DIM}d")
@@ -70,6 +80,7 @@ class MarketRecord:
     recent: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     n: int = 0
     rolling: alpha.RollingState = field(default_factory=alpha.RollingState.empty)
+    signal_state: bytes = b""  # MarketSignals.to_bytes(); empty: no signal state yet
 
     def encode(self) -> bytes:
         out = [_HEAD.pack(RECORD_VERSION, self.last_offset, self.n, len(self.recent),
@@ -83,14 +94,15 @@ class MarketRecord:
             for name in ("trader", "outcome", "source", "id"):
                 _put_str(out, latest[name])
             out.append(_ALPHA.pack(*latest["alpha"].values()))
+        out += (_LEN.pack(len(self.signal_state)), self.signal_state)
         out.append(self.rolling.to_bytes())
         return b"".join(out)
 
     @classmethod
     def decode(cls, data: bytes) -> MarketRecord:
-        if not data or data[0] != RECORD_VERSION:
+        if not data or data[0] not in _READABLE:
             raise ValueError(f"unknown market record format {data[:1]!r}")
-        _, last_offset, n, count, has_latest = _HEAD.unpack_from(data)
+        version, last_offset, n, count, has_latest = _HEAD.unpack_from(data)
         market, pos = _get_str(data, _HEAD.size)
         assert market is not None
         recent = np.frombuffer(data, np.uint64, count, pos)  # read-only view
@@ -110,14 +122,19 @@ class MarketRecord:
                 "trader": strings[0], "outcome": strings[1], "source": strings[2],
                 "id": strings[3], "alpha": dict(zip(alpha.COMPONENTS, values, strict=True)),
             }
+        state = b""
+        if version >= 3:
+            (size,) = _LEN.unpack_from(data, pos)
+            state = bytes(data[pos + 4:pos + 4 + size])
+            pos += 4 + size
         rolling = alpha.RollingState.from_bytes(memoryview(data)[pos:])
-        return cls(market, latest, last_offset, recent, n, rolling)
+        return cls(market, latest, last_offset, recent, n, rolling, state)
 
 
 def latest_alpha(data: bytes) -> memoryview | None:
     """The raw current alpha vector of an encoded record (``DIM`` little-endian doubles),
     without decoding the rest; None for a record without a tick."""
-    if not data or data[0] != RECORD_VERSION:
+    if not data or data[0] not in _READABLE:
         raise ValueError(f"unknown market record format {data[:1]!r}")
     _, _, _, count, has_latest = _HEAD.unpack_from(data)
     if not has_latest:
@@ -152,20 +169,24 @@ class Applied:
     skipped: int  # arrivals already applied (redelivered) or duplicate bets
     counted: list[Arrival]  # arrivals that are not duplicate bets: new or redelivered
     current: NDArray[np.float64] | None = None  # the new raw alpha vector (None: unchanged)
+    signals: list[Signal] = field(default_factory=list)  # fired by the new ticks
 
 
 def apply_ticks(
-    record: MarketRecord | None, market: str, arrivals: Sequence[Arrival]
+    record: MarketRecord | None, market: str, arrivals: Sequence[Arrival],
+    rules: RuleSet | None = None,
 ) -> Applied:
     """Apply one market's arrivals (in partition order) to its record."""
-    return apply_batch([(market, record, arrivals)])[0]
+    return apply_batch([(market, record, arrivals)], rules)[0]
 
 
 def apply_batch(
     work: Sequence[tuple[str, MarketRecord | None, Sequence[Arrival]]],
+    rules: RuleSet | None = None,
 ) -> list[Applied]:
     """Apply each market's arrivals (in partition order) to its record, all at once.
 
+    With ``rules``, each market's new ticks are evaluated (:mod:`gswarm.core.signals`).
     ``counted`` lists the arrivals other stateful consumers (the sketches, which keep their
     own last offset) must see: redelivered ticks are in it, duplicate bets are not.
     """
@@ -214,6 +235,11 @@ def apply_batch(
     rolled, raw = alpha.update_many([records[i].rolling for i in busy.tolist()],
                                     counts[busy], ts, prob, vol)
     unit = alpha.embed(raw)
+    busy_ids = busy.tolist()
+    sig_states, fired_all = _signals(rules, [work[i][0] for i in busy_ids],
+                                     [records[i] for i in busy_ids], counts[busy],
+                                     [fresh_all[i] for i in busy_ids], ts, prob, vol, raw)
+    sig_iter = iter(zip(sig_states, fired_all, strict=True))
 
     out: list[Applied] = []
     start = 0
@@ -226,6 +252,8 @@ def apply_batch(
             continue
         end = start + len(fresh)
         mine = ticks[start:end]
+        seqs = np.fromiter((seq for seq, _, _ in fresh), dtype=np.uint64, count=len(fresh))
+        state, fired = next(sig_iter)
         new = MarketRecord(
             market=market,
             latest=_latest(rec.latest, fresh, raw[end - 1]),
@@ -235,17 +263,36 @@ def apply_batch(
                 -alpha.WINDOW:],
             n=rec.n + len(fresh),
             rolling=next(states),
+            signal_state=state,
         )
         segment = Segment(
-            market=market, ts=ts[start:end], seq=np.fromiter(
-                (seq for seq, _, _ in fresh), dtype=np.uint64, count=len(fresh)),
+            market=market, ts=ts[start:end], seq=seqs,
             prob=prob[start:end], volume=vol[start:end],
             trader=[t.trader for t in mine], outcome=[t.outcome for t in mine],
-            alpha=unit[start:end], record=new.encode(),
+            alpha=unit[start:end], record=new.encode(), signals=fired,
         )
-        out.append(Applied(new, segment, skipped, counted, raw[end - 1]))
+        out.append(Applied(new, segment, skipped, counted, raw[end - 1], fired))
         start = end
     return out
+
+
+def _signals(
+    rules: RuleSet | None, markets: list[str], records: list[MarketRecord],
+    counts: NDArray[np.int64], fresh: list[list[tuple[int, Arrival, int]]],
+    ts: NDArray[np.int64], prob: NDArray[np.float64], vol: NDArray[np.float64],
+    raw: NDArray[np.float64],
+) -> tuple[list[bytes], list[list[Signal]]]:
+    """Each busy market's new signal state (bytes) and the signals its new ticks fire."""
+    if not rules or not markets:
+        return [r.signal_state for r in records], [[] for _ in records]
+    seq = np.fromiter((s for f in fresh for s, _, _ in f), dtype=np.uint64, count=len(ts))
+    states, fired = evaluate_many(
+        rules, markets, [MarketSignals.from_bytes(r.signal_state) for r in records],
+        [r.rolling for r in records],
+        [list(r.latest["alpha"].values()) if r.latest else None for r in records],
+        counts, ts, seq, prob, vol, raw)
+    return [s.to_bytes() if s.rules or s.first_ts is not None else r.signal_state
+            for s, r in zip(states, records, strict=True)], fired
 
 
 def _latest(

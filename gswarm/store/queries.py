@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from gswarm.core import alpha, vectors
 from gswarm.core.facts import (
@@ -23,9 +24,11 @@ from gswarm.core.facts import (
     ATTRIBUTES,
     MARKET,
     META_ATTRIBUTES,
+    SIGNAL,
     attr_prefix,
     decode_value,
     market_key,
+    market_prefix,
     split_fact_key,
     tx_bytes,
 )
@@ -370,3 +373,45 @@ def screen_scan(dbs: Iterable[Db], spec: Screen) -> list[dict[str, Any]]:
                          screen_row(spec, rec.market, raw)))
     hits.sort(key=lambda h: h[0])
     return [row for _, row in hits[:spec.limit]]
+
+
+#: A page of signals is ordered newest first by (ts, seq, rule): its cursor.
+SignalCursor = tuple[int, int, str]
+
+
+def parse_cursor(text: str) -> SignalCursor:
+    """``ts:seq:rule`` (a page's ``next``) as a cursor, or :class:`QueryError`."""
+    parts = text.split(":", 2)
+    try:
+        if len(parts) != 3:
+            raise ValueError(text)
+        return int(parts[0]), int(parts[1]), parts[2]
+    except ValueError:
+        raise QueryError(f"parameter 'before' must be ts:seq:rule (a page's next), got "
+                         f"{text[:60]!r}") from None
+
+
+def signal_order(doc: dict[str, Any]) -> SignalCursor:
+    return int(doc["ts"]), int(doc["seq"]), str(doc["rule"])
+
+
+def signals(
+    dbs: Iterable[Db], market: str | None = None, rule: str | None = None, since: int = 0,
+    before: SignalCursor | None = None, limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Stored signals (newest first): of one market or all, of one rule or all, with event
+    time >= ``since`` and ordered before the cursor ``before``; at most ``limit``."""
+    check_limit(limit)
+    prefix = SIGNAL + (market_prefix(check_market(market)) if market is not None else b"")
+    found: list[dict[str, Any]] = []
+    for db in dbs:
+        it = db.iter()
+        it.seek(prefix)
+        while it.valid() and it.key().startswith(prefix):
+            doc = orjson.loads(it.value())
+            it.next()
+            if (doc["ts"] >= since and (rule is None or doc["rule"] == rule)
+                    and (before is None or signal_order(doc) < before)):
+                found.append(doc)
+    found.sort(key=signal_order, reverse=True)
+    return found[:limit]

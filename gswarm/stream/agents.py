@@ -10,16 +10,26 @@ from typing import Any, cast
 from faust.sensors import Sensor
 
 from gswarm.core.lag import behind
+from gswarm.core.signals import RuleSet, load_rules
 from gswarm.stream.app import app, settings
 from gswarm.stream.delivery import RunConsumer, before_commit
 from gswarm.stream.pipeline import Ingest, control_message, counters
-from gswarm.stream.tables import SKETCH_KEY, deadletter_topic, facts, sketches, tick_topic
+from gswarm.stream.tables import (
+    SKETCH_KEY,
+    deadletter_topic,
+    facts,
+    signals_topic,
+    sketches,
+    tick_topic,
+)
 
 log = logging.getLogger(__name__)
 
+#: A bad rules file stops the worker here, at start (file, line and reason).
+rules = load_rules(settings.signals_rules_path) if settings.signals_rules_path else RuleSet()
 ingest = Ingest(
     facts, sketches, SKETCH_KEY, deadletter_topic, settings.partitions,
-    settings.max_message_bytes,
+    settings.max_message_bytes, signals_topic, rules,
 )
 
 

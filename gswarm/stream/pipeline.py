@@ -25,13 +25,16 @@ from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
 from gswarm.core.facts import (
+    META_ATTRIBUTES,
     Segment,
+    fact_key,
     holders,
     market_key,
     pieces,
     plan_prune,
     segment_prefix,
     seq_for,
+    signal_key,
 )
 from gswarm.core.ingest import Applied, Arrival, MarketRecord, apply_batch
 from gswarm.core.lag import LagRing
@@ -39,6 +42,7 @@ from gswarm.core.meta import CONTROL_OP as META_OP
 from gswarm.core.meta import MarketMeta, meta_datoms, parse_meta
 from gswarm.core.offsets import OffsetWatch
 from gswarm.core.rebalances import Rebalances
+from gswarm.core.signals import RuleSet, Signal, resolved_signals
 from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
@@ -74,6 +78,8 @@ class Counters:
     prunes: int = 0
     pruned_segments: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
+    signals: Counter[str] = field(default_factory=Counter)  # signals fired, by rule
+    signals_resent: int = 0  # stored signals sent again after a redelivery
     batches: int = 0
     batch_markets: int = 0  # sum over batches of the distinct markets in the batch
     segments: int = 0
@@ -100,6 +106,8 @@ class Counters:
             "pruned_segments": self.pruned_segments,
             "dead_letters": dict(self.dead_letters),
             "dead_letters_total": sum(self.dead_letters.values()),
+            "signals": dict(self.signals), "signals_total": sum(self.signals.values()),
+            "signals_resent": self.signals_resent,
             "batches": self.batches, "batch_markets": self.batch_markets,
             "segments": self.segments,
             "last_batch_size": self.last_batch_size, "last_flush_ms": self.last_flush_ms,
@@ -227,9 +235,13 @@ class Ingest:
 
     def __init__(
         self, facts: Any, sketches: Any, sketch_key: bytes, deadletter_topic: Any,
-        partitions: int, max_message_bytes: int,
+        partitions: int, max_message_bytes: int, signals_topic: Any = None,
+        rules: RuleSet | None = None,
     ) -> None:
         self.facts = facts
+        self.signals_topic = signals_topic
+        self.rules = rules if rules is not None else RuleSet()
+        self.outbox: list[tuple[int, Signal]] = []  # (partition, signal) to send
         self.sketches = SketchCache(sketches, sketch_key)
         self.vectors = VectorCache(facts)
         self.deadletters = deadletter_topic
@@ -294,6 +306,9 @@ class Ingest:
         counters.last_flush_ms = (time.perf_counter() - started) * 1000
         counters.batch_messages_sum += messages
         counters.flush_ms_sum += counters.last_flush_ms
+        # last: the batch's counters are whole before this yields to the event loop (the
+        # web server reads them in between)
+        await self.send_signals()
 
     def misplaced(self, partition: int, key: bytes | None) -> Rejected | None:
         """A ``wrong_partition`` rejection if ``key`` does not hash to ``partition``."""
@@ -316,7 +331,8 @@ class Ingest:
         # partition -> (markets, their new raw alpha vectors), for the in-memory index
         changed: dict[int, tuple[list[str], list[np.ndarray[Any, Any]]]] = defaultdict(
             lambda: ([], []))
-        for (market, record, arrivals), applied in zip(work, apply_batch(work), strict=True):
+        for (market, record, arrivals), applied in zip(
+                work, apply_batch(work, self.rules), strict=True):
             event = owner[market]
             counted = self.write_market(event, market, record, arrivals, applied)
             if applied.current is not None:
@@ -336,6 +352,9 @@ class Ingest:
         partition = event.message.partition
         counters.duplicates += applied.skipped
         segment = applied.segment
+        for sig in applied.signals:
+            counters.signals[sig["rule"]] += 1
+            self.outbox.append((partition, sig))
         last = record.last_offset if record else -1
         if segment is not None:
             self.fresh_ts.append(segment.ts)
@@ -387,6 +406,11 @@ class Ingest:
                 continue
             held = Segment.decode(raw)
             stored |= wanted.intersection(held.seq.tolist())
+            # the signals redelivered ticks fired may never have reached the topic: send
+            # them again (same ids; consumers dedupe by id)
+            again_signals = [g for g in held.signals if g["seq"] in wanted]
+            counters.signals_resent += len(again_signals)
+            self.outbox += [(partition, g) for g in again_signals]
             # not stored, yet inside the segment's span: skipped as a duplicate bet then
             first, last_seq = int(held.seq[0]), int(held.seq[-1])
             duplicates.update(q for q in found[key] if first < q < last_seq)
@@ -440,7 +464,58 @@ class Ingest:
         with under_event(event):
             for key, value in datoms:
                 self.facts[key] = value
+            self.resolved(event, offset, meta, {key for key, _ in datoms}, db)
         counters.meta_datoms += len(datoms)
+
+    def resolved(self, event: EventT[Any], offset: int, meta: MarketMeta, written: set[bytes],
+                 db: Any) -> None:
+        """``resolved`` rules: a signal when this message wrote the market's resolution.
+
+        Stored as its own key (changelogged with the datoms); a redelivered message writes
+        nothing new, so its stored signal is sent again instead (same id).
+        """
+        if "market/resolution" not in meta.values or not self.rules:
+            return
+        seq = seq_for(offset, 0)
+        fired = resolved_signals(self.rules.resolved_for(meta.market), meta.market,
+                                 meta.values["market/resolution"], meta.ts, seq)
+        new = fact_key(meta.market, META_ATTRIBUTES["market/resolution"], meta.ts, seq) in (
+            written)
+        for sig in fired:
+            key = signal_key(meta.market, meta.ts, seq, sig["rule"])
+            if new:
+                self.facts[key] = orjson.dumps(sig)
+                counters.signals[sig["rule"]] += 1
+            elif db.get(key) is None:
+                continue
+            else:
+                counters.signals_resent += 1
+            self.outbox.append((event.message.partition, sig))
+
+    async def send_signals(self) -> None:
+        """Send the batch's signals to the signals topic, keyed by market, on the market's
+        partition; like dead letters they go through the app's producer, whose buffer is
+        drained before offsets are committed."""
+        outbox, self.outbox = self.outbox, []
+        if self.signals_topic is None:
+            return
+        questions: dict[str, Any] = {}
+        for partition, sig in outbox:
+            market = sig["market"]
+            if market not in questions:
+                questions[market] = self.question(partition, market)
+            doc = {**sig, "question": questions[market]}
+            await self.signals_topic.send(key=market.encode(), value=orjson.dumps(doc),
+                                          partition=partition)
+
+    def question(self, partition: int, market: str) -> str | None:
+        """The market's question, if a live feed sent it."""
+        found = last_datom(self.facts.data.db(partition), market,
+                           META_ATTRIBUTES["market/question"])
+        if found is None:
+            return None
+        value = orjson.loads(found[1])
+        return value if isinstance(value, str) else None
 
     def prune(self, event: EventT[Any], offset: int, retention_ms: int) -> None:
         """Delete the partition's segments (and datoms) older than the retention window.

@@ -74,6 +74,12 @@ deadletter_topic = app.topic(
 #: /api/cluster ``standby_behind``) for a little more CPU per record.
 STANDBY_BUFFER = 16
 
+#: Signals (gswarm/core/signals.py), keyed by market, on the market's partition.
+signals_topic = app.topic(
+    settings.signals_topic, key_type=bytes, value_type=bytes,
+    key_serializer="raw", value_serializer="raw",
+)
+
 facts = FactTable(
     app,
     name="facts",

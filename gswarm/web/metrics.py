@@ -38,6 +38,11 @@ class GswarmCollector(Collector):
         for reason, n in sorted(c.dead_letters.items()):
             dead.add_metric([reason], n)
         yield dead
+        fired = CounterMetricFamily("gswarm_signals", "Signals fired (new ticks only, not "
+                                    "re-sent after a redelivery)", labels=["rule"])
+        for rule, n in sorted(c.signals.items()):
+            fired.add_metric([rule], n)
+        yield fired
         plain: tuple[tuple[str, str, float], ...] = (
             ("gswarm_messages", "Tick messages consumed", c.messages),
             ("gswarm_duplicates", "Ticks skipped as redelivered or duplicate bets",

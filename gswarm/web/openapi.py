@@ -78,6 +78,11 @@ def document(settings: Settings) -> dict[str, Any]:
                     _q("sort", {"type": "string", "enum": list(alpha.COMPONENTS)}),
                     _q("order", {"type": "string", "enum": ["asc", "desc"]}), limit],
                 (400, 503)),
+            "/api/signals": _get("Signals fired, newest first, cluster-wide", [
+                _q("market", {"type": "string", "maxLength": 200}),
+                _q("rule", {"type": "string", "maxLength": 64}), _q("since", _TIME), limit,
+                _q("before", {"type": "string", "example": "1700000000000:65536:jump"})],
+                (400, 503)),
             "/api/hot": _get("Hot markets, overall or in a window of event time", [
                 k, _q("window", {"type": "number", "exclusiveMinimum": True, "minimum": 0,
                                  "maximum": 3600})], (400, 503)),

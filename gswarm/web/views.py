@@ -459,6 +459,42 @@ async def standby_behind() -> dict[str, int]:
     return out
 
 
+@app.page("/api/signals")
+@json_errors
+async def signals(web: Any, request: Any) -> Any:
+    """Signals fired (newest first), cluster-wide: ``market``, ``rule``, ``since`` (event
+    time, ms), ``limit``; ``before`` (a page's ``next``) pages back."""
+    market = request.query.get("market") or None
+    rule = request.query.get("rule") or None
+    since, limit = _int(request, "since", 0), _int(request, "limit", 100)
+    raw_before = request.query.get("before") or None
+    before = queries.parse_cursor(raw_before) if raw_before is not None else None
+    found = queries.signals(all_dbs(), market, rule, since, before, limit)
+    questions: dict[str, Any] = {}
+    for doc in found:
+        m = doc["market"]
+        if m not in questions:
+            questions[m] = _question(m)
+        doc["question"] = questions[m]
+    if not _local(request):
+        params = {k: v for k, v in (("market", market), ("rule", rule), ("since", since),
+                                    ("limit", limit), ("before", raw_before)) if v is not None}
+        for doc in await gather("/api/signals", params):
+            found += doc["signals"]
+        found.sort(key=queries.signal_order, reverse=True)
+        found = found[:limit]
+    last = found[-1] if len(found) == limit else None
+    nxt = None if last is None else ":".join(map(str, queries.signal_order(last)))
+    return web.json({"signals": found, "next": nxt})
+
+
+def _question(market: str) -> str | None:
+    """The market's question, if a live feed sent it (read where its signals are)."""
+    partition = (murmur2(market.encode()) & 0x7FFFFFFF) % settings.partitions
+    value = queries.metadata([store().db(partition)], market).get("market/question")
+    return value if isinstance(value, str) else None
+
+
 # -- metrics, OpenAPI, dashboard, live events --------------------------------------------------
 
 

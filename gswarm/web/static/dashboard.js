@@ -31,6 +31,8 @@ function onSnapshot(doc) {
   const p99 = doc.arrival_lag_ms && doc.arrival_lag_ms.p99;
   $("arrival").textContent = p99 == null ? "–" : fmt(p99) + " ms";
   $("dead").textContent = fmt(doc.dead_letters_total);
+  $("signals-total").textContent = fmt(doc.signals_total);
+  refreshSignals();
   const rate = last ? (doc.ticks - last.ticks) / Math.max(doc.t - last.t, 1e-3) : 0;
   last = doc;
   $("rate").textContent = fmt(rate);
@@ -41,6 +43,52 @@ function onSnapshot(doc) {
   if (!rateChart) rateChart = chart($("rate-chart"), ["ticks/s", "behind"], series);
   else rateChart.setData(series);
   if (currentMarket()) refreshMarket(currentMarket());
+}
+
+// one signal's values in a few words
+const summary = (s) => Object.entries(s.values || {}).map(([k, v]) =>
+  `${esc(k)}=${typeof v === "number" ? fmt(v, 3) : esc(v)}`).join(" ");
+const utc = (ts) => new Date(ts).toISOString().replace("T", " ").slice(0, 19);
+const marketLink = (m) => `<a href="#/market/${encodeURIComponent(m)}">${esc(m)}</a>`;
+const seenSignals = new Set();
+let signalsBusy = false, signalsLoaded = false;
+
+// the newest signals, cluster-wide (/api/signals), every snapshot; new rows highlighted
+async function refreshSignals() {
+  if (signalsBusy) return;
+  signalsBusy = true;
+  try {
+    const doc = await getJSON("/api/signals?limit=20");
+    const first = !signalsLoaded;
+    signalsLoaded = true;
+    $("signals").querySelector("tbody").innerHTML = doc.signals.map((s) => {
+      const fresh = !first && !seenSignals.has(s.id);
+      seenSignals.add(s.id);
+      return `<tr class="${fresh ? "fresh" : ""}" data-id="${esc(s.id)}"><td>${utc(s.ts)}</td>` +
+        `<td>${esc(s.rule)} <span class="kind">${esc(s.kind)}</span></td>` +
+        `<td>${marketLink(s.market)}${s.question ? " · " + esc(s.question) : ""}</td>` +
+        `<td>${summary(s)}</td></tr>`;
+    }).join("");
+  } catch (err) {
+    $("signals").querySelector("tbody").innerHTML = `<tr><td colspan="4">${esc(err.message)}</td></tr>`;
+  } finally {
+    signalsBusy = false;
+  }
+}
+
+// a market's probability with its signals as markers (a points-only series)
+function probData(pts, signals) {
+  const at = new Map(signals.map((s) => [s.ts, s]));
+  const marks = pts.map((p) => (at.has(p.ts) ? p.value : null));
+  return [pts.map((p) => p.ts / 1000), pts.map((p) => p.value), marks];
+}
+
+function probPlot(el, data) {
+  const width = Math.max((el.parentElement.clientWidth || 632) - 32, 300);
+  return new uPlot({ width, height: 220, series: [{},
+    { label: "probability", stroke: "#3467d6" },
+    { label: "signals", stroke: "#d63434", fill: "#d63434", paths: () => null,
+      points: { show: true, size: 9, stroke: "#d63434", fill: "#d63434" } }] }, data, el);
 }
 
 function currentMarket() {
@@ -84,16 +132,19 @@ async function getJSON(path) {
 async function refreshMarket(market) {
   const q = encodeURIComponent(market);
   try {
-    const [latest, history, similar] = await Promise.all([
+    const [latest, history, similar, signals] = await Promise.all([
       getJSON(`/api/markets/${q}`), getJSON(`/api/markets/${q}/history?limit=10000`),
-      getJSON(`/api/similar/${q}?k=8`)]);
+      getJSON(`/api/similar/${q}?k=8`), getJSON(`/api/signals?market=${q}&limit=1000`)]);
     const question = (latest.meta || {})["market/question"];
     $("market-title").textContent = question ? `${market}: ${question}` : market;
     const pts = history.points;
-    const data = [pts.map((p) => p.ts / 1000), pts.map((p) => p.value)];
+    const data = probData(pts, signals.signals);
     $("prob-chart").dataset.points = String(pts.length);
-    if (!probChart) probChart = chart($("prob-chart"), ["probability"], data);
+    $("prob-chart").dataset.markers = String(data[2].filter((v) => v !== null).length);
+    if (!probChart) probChart = probPlot($("prob-chart"), data);
     else probChart.setData(data);
+    $("market-signals").querySelector("tbody").innerHTML = signals.signals.map((s) =>
+      `<tr data-id="${esc(s.id)}"><td>${utc(s.ts)}</td><td>${esc(s.rule)}</td><td>${summary(s)}</td></tr>`).join("");
     const rows = ["prob", "ts", "volume", "trader", "outcome", "source", "ticks"];
     $("latest").querySelector("tbody").innerHTML = rows.map((k) =>
       `<tr><td>${k}</td><td class="num">${esc(k === "ts" ? new Date(latest.ts).toISOString() : latest[k])}</td></tr>`).join("");

@@ -1,0 +1,181 @@
+"""Signals: tick -> signal latency at a fixed rate, and the CPU 20 rules add per tick.
+
+Latency: a fresh lean worker with :data:`RULES` (20 rules), a producer sending synthetic
+ticks at ``rate`` stamped with the wall clock as they are sent, and a consumer of the
+signals topic noting, for each signal, when it arrives minus its tick's event time (both
+clocks this machine's): p50, p99, max.
+
+The same run's produce -> queryable lag of the facts (``arrival_lag_ms``) is reported
+beside it: a signal goes out at the end of the batch that makes its tick queryable, so
+the two move together (on a loaded machine both are long).
+
+Cost: the ingest core (:func:`gswarm.core.ingest.apply_batch`: duplicate filter, alpha
+vectors, records, segments) over the same batches of synthetic ticks (500 per batch, as
+a worker's batches at a few thousand ticks/s), without rules and with the 20, in this
+process: CPU microseconds per tick, best of ``runs``, and the difference in per cent. A
+worker's CPU per tick also holds Faust, Kafka and RocksDB, so this is an upper bound of
+what the rules add to a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.common import Bench, stats
+from gswarm.config import Settings
+from gswarm.feeds.synthetic import synthetic_ticks
+from gswarm.kafka import security
+from gswarm.runner import WorkerProcess
+
+STEP_S = 0.005
+
+
+def _rules() -> str:
+    """20 rules over every kind (thresholds that fire on synthetic walks now and then)."""
+    out = [
+        ("jump", "move", "delta = 0.10\nwithin_s = 60\ncooldown_s = 300"),
+        ("jump-5", "move", "delta = 0.05\nwithin_s = 10"),
+        ("jump-20", "move", "delta = 0.20\nwithin_s = 600"),
+        ("whale", "whale", "volume = 1000\nfactor = 25"),
+        ("whale-10x", "whale", "factor = 10\ncooldown_s = 60"),
+        ("busy", "spike", "factor = 5"),
+        ("busy-3x", "spike", "factor = 3\nmin_ticks = 100"),
+        ("band", "alpha", 'band = "outside"\ncooldown_s = 900'),
+        ("band-up", "alpha", 'band = "above"'),
+        ("rsi-high", "alpha", 'component = "rsi14"\nop = "gt"\nvalue = 0.8'),
+        ("rsi-low", "alpha", 'component = "rsi14"\nop = "lt"\nvalue = 0.2'),
+        ("macd-up", "alpha", 'component = "macd"\nop = "gt"\nvalue = 0.02'),
+        ("fast", "alpha", 'component = "tick_rate"\nop = "ge"\nvalue = 50'),
+        ("resolved", "resolved", ""),
+    ]
+    out += [(f"cross-{int(level * 100)}", "cross", f"level = {level}")
+            for level in (0.1, 0.25, 0.5, 0.75, 0.9)]
+    out.append(("cross-50-up", "cross", 'level = 0.5\ndirection = "up"'))
+    assert len(out) == 20
+    return "\n".join(f'[[rule]]\nid = "{rid}"\nkind = "{kind}"\n{body}\n'
+                     for rid, kind, body in out)
+
+
+RULES = _rules()
+
+
+async def _produce_and_listen(s: Settings, markets: int, rate: float, seconds: float,
+                              ) -> tuple[int, list[float]]:
+    """Send ``rate`` ticks/s for ``seconds`` (stamped now) while reading the signals topic;
+    return (ticks sent, each signal's lag in ms)."""
+    ticks = synthetic_ticks(markets, int(rate * seconds) + 1, seed=13)
+    producer = AIOKafkaProducer(**security.client_kwargs(s), linger_ms=1, acks="all",
+                                enable_idempotence=True)
+    consumer = AIOKafkaConsumer(**security.client_kwargs(s), enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    lags: list[float] = []
+    tps = [TopicPartition(s.signals_topic, p) for p in range(s.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+
+    async def listen() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time() * 1000
+            for records in batch.values():
+                lags.extend(now - orjson.loads(r.value)["ts"] for r in records)
+
+    listener = asyncio.create_task(listen())
+    sent = 0
+    try:
+        pending = []
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate) - sent
+            now_ms = int(time.time() * 1000)
+            for _ in range(due):
+                tick = next(ticks)
+                tick["ts"] = now_ms
+                pending.append(await producer.send(
+                    s.tick_topic, key=tick["market"].encode(), value=orjson.dumps(tick)))
+            sent += due
+            await asyncio.sleep(STEP_S)
+        await asyncio.gather(*pending)
+        await asyncio.sleep(1.0)  # signals of the last ticks
+    finally:
+        listener.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return sent, lags
+
+
+def latency(bench: Bench, rules: Path, rate: float, seconds: float, markets: int,
+            ) -> dict[str, Any]:
+    s = bench.settings(f"signals-latency-{int(rate)}", signals_rules=str(rules))
+    bench.create(s)
+    worker = WorkerProcess(s, "worker")
+    worker.start()
+    try:
+        worker.wait_ready()
+        sent, lags = asyncio.run(_produce_and_listen(s, markets, rate, seconds))
+        facts = stats(worker)["arrival_lag_ms"]
+    finally:
+        worker.stop()
+    q = sorted(lags)
+
+    def pct(p: float) -> float | None:
+        return round(q[min(len(q) - 1, int(p * len(q)))], 1) if q else None
+
+    return {"rate": rate, "seconds": seconds, "markets": markets, "ticks_sent": sent,
+            "signals": len(q), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "max_ms": round(q[-1], 1) if q else None,
+            "facts_arrival_p50_ms": facts["p50"], "facts_arrival_p99_ms": facts["p99"]}
+
+
+def cost(rules_text: str, markets: int, ticks: int, runs: int, batch: int = 500,
+         ) -> dict[str, Any]:
+    """CPU per tick of the ingest core without rules and with them (alternating runs)."""
+    from collections import defaultdict
+
+    from gswarm.core.ingest import Arrival, MarketRecord, apply_batch
+    from gswarm.core.signals import RuleSet, parse_rules
+    from gswarm.core.ticks import parse_tick
+
+    stream = [parse_tick(t) for t in synthetic_ticks(markets, ticks, seed=17)]
+    batches = []
+    for lo in range(0, len(stream), batch):
+        groups: dict[str, list[Arrival]] = defaultdict(list)
+        for i, t in enumerate(stream[lo:lo + batch], lo):
+            groups[t.market].append(Arrival(i, 0, t))
+        batches.append(groups)
+
+    def once(rules: RuleSet | None) -> float:
+        records: dict[str, bytes] = {}
+        start = time.process_time()
+        for groups in batches:
+            work = [(m, MarketRecord.decode(records[m]) if m in records else None, a)
+                    for m, a in groups.items()]
+            for (m, _, _), applied in zip(work, apply_batch(work, rules), strict=True):
+                assert applied.segment is not None
+                records[m] = applied.segment.record
+        return (time.process_time() - start) / len(stream) * 1e6
+
+    rules = parse_rules(rules_text)
+    out: dict[str, list[float]] = {"without": [], "with_20_rules": []}
+    for _ in range(runs):
+        out["without"].append(round(once(None), 2))
+        out["with_20_rules"].append(round(once(rules), 2))
+    best = {k: min(v) for k, v in out.items()}
+    return {"markets": markets, "ticks": ticks, "batch": batch, "runs": runs,
+            "cpu_us_per_tick": out, "best": best,
+            "added_pct": round(100 * (best["with_20_rules"] / best["without"] - 1), 1)}
+
+
+def run(bench: Bench, rate: float, seconds: float, markets: int, ticks: int, runs: int,
+        ) -> dict[str, Any]:
+    rules = bench.home / "signal-rules.toml"
+    rules.write_text(RULES)
+    return {"rules": 20, "latency": latency(bench, rules, rate, seconds, markets),
+            "cost": cost(RULES, markets, ticks, runs)}

@@ -1,0 +1,645 @@
+"""Signals: alert rules evaluated on every tick of a market, edge-triggered.
+
+Pure Python (no Faust). Rules come from a TOML file (``signals/rules.toml``), one
+``[[rule]]`` table each::
+
+    [[rule]]
+    id = "jump"             # letters, digits, - _ . (part of every signal id)
+    kind = "move"           # move, cross, whale, spike, alpha, resolved
+    delta = 0.10            # the kind's parameters (below)
+    within_s = 60
+    cooldown_s = 300        # optional: no new signal of this rule and market for this long
+    markets = ["abc"]       # optional filter: these market ids ...
+    prefixes = ["0x"]       # ... or ids starting with one of these (neither: every market)
+
+Kinds and their parameters (``p`` is the tick's probability, "the vector" its raw alpha
+vector, the one right after the tick, :mod:`gswarm.core.alpha`):
+
+- ``move``: ``delta``, ``within_s``: ``|p - p'| >= delta`` for a previous tick ``p'`` of the
+  market whose event time is at most ``within_s`` before the tick's (looking back through
+  the previous ticks, newest first, while they are within the window; at most
+  ``alpha.WINDOW`` of them). The values name the largest such move.
+- ``cross``: ``level``, ``direction`` (``up``, ``down`` or ``both``, default ``both``): the
+  previous tick was below ``level`` and this one is at or above it (up), or the reverse.
+  A crossing is itself the edge: down and straight back up are two signals.
+- ``whale``: ``volume`` and/or ``factor`` (with ``min_ticks``, default 10): the tick's volume
+  is at least ``volume``, or at least ``factor`` times ``vol_sma10`` of the vector before the
+  tick (once the market has ``min_ticks`` earlier ticks).
+- ``spike``: ``factor`` (with ``min_ticks``, default 50): the vector's ``tick_rate`` (over the
+  last ``alpha.WINDOW`` ticks) is at least ``factor`` times the market's long-run rate,
+  ``(n - 1) / (ts - first ts)`` over every tick since the first this evaluator saw.
+- ``alpha``: ``component``, ``op`` (``gt ge lt le``), ``value``: a component of the vector
+  compared with ``value``; or ``band = "above" | "below" | "outside"``: ``p`` above
+  ``bb_upper``, below ``bb_lower``, or either. Both with ``min_ticks`` (default 20).
+- ``resolved``: (optional ``outcome``): the market's resolution arrives from a live feed's
+  metadata (a new non-null ``market/resolution``, or one that changed).
+
+Edge-triggered: a rule fires when its condition starts to hold for a market (it held not
+at the market's previous tick), not again while it holds; with a cool-down, an edge within
+``cooldown_s`` of event time after the rule's last signal for the market is dropped. The
+per-market state (:class:`MarketSignals`) holds each rule's edge and last signal time;
+:func:`evaluate` is a function of that state and the ticks, so the same ticks give the same
+signals however they are split into batches. A signal's id is ``rule:market:seq`` (``seq``
+as in :mod:`gswarm.core.facts`: the tick's offset and index), the same on every run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from gswarm.core import alpha
+from gswarm.errors import ConfigError
+
+KINDS = ("move", "cross", "whale", "spike", "alpha", "resolved")
+OPS = ("gt", "ge", "lt", "le")
+BANDS = ("above", "below", "outside")
+DIRECTIONS = ("up", "down", "both")
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_COMMON = {"id", "kind", "cooldown_s", "markets", "prefixes"}
+
+#: kind -> parameter -> (type, required, default); a number is a finite float
+_PARAMS: dict[str, dict[str, tuple[type, bool, Any]]] = {
+    "move": {"delta": (float, True, None), "within_s": (float, True, None)},
+    "cross": {"level": (float, True, None), "direction": (str, False, "both")},
+    "whale": {"volume": (float, False, None), "factor": (float, False, None),
+              "min_ticks": (int, False, 10)},
+    "spike": {"factor": (float, True, None), "min_ticks": (int, False, 50)},
+    "alpha": {"component": (str, False, None), "op": (str, False, None),
+              "value": (float, False, None), "band": (str, False, None),
+              "min_ticks": (int, False, 20)},
+    "resolved": {"outcome": (str, False, None)},
+}
+
+
+class RulesError(ConfigError):
+    """A rules file is invalid: the message names the file, the line and the reason."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validated rule; ``params`` holds the kind's parameters with their defaults."""
+
+    id: str
+    kind: str
+    params: Mapping[str, Any]
+    cooldown_ms: int = 0
+    markets: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    line: int = 0
+
+    def matches(self, market: str) -> bool:
+        """Whether the rule watches ``market`` (its filter; no filter: every market)."""
+        if not self.markets and not self.prefixes:
+            return True
+        return market in self.markets or market.startswith(self.prefixes)
+
+
+@dataclass
+class RuleSet:
+    """The rules of a file, with each market's matching tick rules cached."""
+
+    rules: tuple[Rule, ...] = ()
+    path: str = ""
+    _cache: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+
+    def for_market(self, market: str) -> tuple[Rule, ...]:
+        """The tick rules (every kind but ``resolved``) that watch ``market``."""
+        hit = self._cache.get(market)
+        if hit is None:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            hit = self._cache[market] = tuple(
+                r for r in self.rules if r.kind != "resolved" and r.matches(market))
+        return hit
+
+    def resolved_for(self, market: str) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.kind == "resolved" and r.matches(market))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+
+# -- the rules file ------------------------------------------------------------------------
+
+
+def load_rules(path: Path | str) -> RuleSet:
+    """Read and check a rules file; raise :class:`RulesError` (file, line, reason)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise RulesError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    return parse_rules(text, str(path))
+
+
+def parse_rules(text: str, name: str = "<rules>") -> RuleSet:
+    """Parse the text of a rules file named ``name`` (for messages)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib says "(at line L, column C)" itself
+        raise RulesError(f"{name}: not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - {"rule"})
+    if unknown:
+        line = _line_of_key(text, 0, unknown[0], top=True)
+        raise RulesError(f"{name}:{line}: unknown top-level key {unknown[0]!r} (rules are "
+                         "[[rule]] tables)")
+    entries = doc.get("rule", [])
+    if not isinstance(entries, list):
+        raise RulesError(f"{name}:{_line_of_key(text, 0, 'rule', top=True)}: 'rule' must be "
+                         "an array of tables ([[rule]])")
+    starts = _table_lines(text)
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for n, entry in enumerate(entries):
+        start = starts[n] if n < len(starts) else 0
+        rule = _rule(entry, text, start, name)
+        if rule.id in seen:
+            raise RulesError(f"{name}:{start}: rule id {rule.id!r} is used twice (first at "
+                             f"line {seen[rule.id]})")
+        seen[rule.id] = start
+        rules.append(rule)
+    return RuleSet(tuple(rules), name)
+
+
+_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.M)
+_ANY_HEADER = re.compile(r"^[ \t]*\[")
+
+
+def _table_lines(text: str) -> list[int]:
+    """1-based line numbers of each ``[[rule]]`` header, in order."""
+    return [text.count("\n", 0, m.start()) + 1 for m in _HEADER.finditer(text)]
+
+
+def _line_of_key(text: str, start: int, key: str, top: bool = False) -> int:
+    """The line of ``key = ...`` in the table whose header is on line ``start`` (or above
+    every table with ``top``); the header's line if the key is not written there."""
+    lines = text.split("\n")
+    pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=")
+    for i in range(0 if top else start, len(lines)):
+        if _ANY_HEADER.match(lines[i]):
+            if top and key == "rule":
+                return i + 1
+            break
+        if pattern.match(lines[i]):
+            return i + 1
+    return max(start, 1)
+
+
+def _rule(entry: Any, text: str, start: int, name: str) -> Rule:
+    def fail(key: str | None, reason: str) -> RulesError:
+        line = _line_of_key(text, start, key) if key else start
+        rid = entry.get("id") if isinstance(entry, dict) else None
+        what = f"rule {rid!r}" if isinstance(rid, str) else "rule"
+        return RulesError(f"{name}:{line}: {what}: {reason}")
+
+    if not isinstance(entry, dict):
+        raise RulesError(f"{name}:{start}: a rule must be a table")
+    rid = entry.get("id")
+    if not isinstance(rid, str) or not _ID.match(rid):
+        raise fail("id" if "id" in entry else None,
+                   "needs an id of 1-64 letters, digits, '-', '_' or '.'")
+    kind = entry.get("kind")
+    if kind not in _PARAMS:
+        raise fail("kind" if "kind" in entry else None,
+                   f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    schema = _PARAMS[kind]
+    for key in entry:
+        if key not in _COMMON and key not in schema:
+            raise fail(key, f"unknown parameter {key!r} for kind {kind!r} (known: "
+                            f"{', '.join(sorted(schema))})")
+    params: dict[str, Any] = {}
+    for key, (typ, required, default) in schema.items():
+        if key not in entry:
+            if required:
+                raise fail(None, f"kind {kind!r} needs {key!r}")
+            params[key] = default
+            continue
+        params[key] = _typed(entry[key], typ, lambda r, k=key: fail(k, f"{k} {r}"))
+    _check_kind(kind, params, fail)
+    cooldown = entry.get("cooldown_s", 0)
+    cooldown = _typed(cooldown, float, lambda r: fail("cooldown_s", f"cooldown_s {r}"))
+    if cooldown < 0:
+        raise fail("cooldown_s", "cooldown_s must be >= 0")
+    markets = _strings(entry, "markets", fail)
+    prefixes = _strings(entry, "prefixes", fail)
+    return Rule(rid, kind, params, round(cooldown * 1000), frozenset(markets),
+                tuple(prefixes), start)
+
+
+def _typed(value: Any, typ: type, fail: Any) -> Any:
+    if typ is float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise fail(f"must be a finite number, got {value!r}")
+        return float(value)
+    if typ is int:
+        if type(value) is not int or value < 0:
+            raise fail(f"must be a whole number >= 0, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise fail(f"must be a string, got {value!r}")
+    return value
+
+
+def _strings(entry: dict[str, Any], key: str, fail: Any) -> list[str]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise fail(key, f"{key} must be a list of non-empty strings")
+    return list(value)
+
+
+def _check_kind(kind: str, p: dict[str, Any], fail: Any) -> None:
+    """Ranges and combinations each kind needs."""
+    if kind == "move":
+        if not 0 < p["delta"] <= 1:
+            raise fail("delta", "delta must be in (0, 1]")
+        if p["within_s"] <= 0:
+            raise fail("within_s", "within_s must be > 0")
+    elif kind == "cross":
+        if not 0 < p["level"] < 1:
+            raise fail("level", "level must be in (0, 1)")
+        if p["direction"] not in DIRECTIONS:
+            raise fail("direction", f"direction must be one of {', '.join(DIRECTIONS)}")
+    elif kind == "whale":
+        if p["volume"] is None and p["factor"] is None:
+            raise fail(None, "kind 'whale' needs 'volume' or 'factor' (or both)")
+        for key in ("volume", "factor"):
+            if p[key] is not None and p[key] <= 0:
+                raise fail(key, f"{key} must be > 0")
+    elif kind == "spike":
+        if p["factor"] <= 0:
+            raise fail("factor", "factor must be > 0")
+        if p["min_ticks"] < 2:
+            raise fail("min_ticks", "min_ticks must be >= 2")
+    elif kind == "alpha":
+        if p["band"] is not None:
+            if p["band"] not in BANDS:
+                raise fail("band", f"band must be one of {', '.join(BANDS)}")
+            if p["component"] is not None or p["op"] is not None or p["value"] is not None:
+                raise fail("band", "give either band or component/op/value, not both")
+        else:
+            if p["component"] is None or p["op"] is None or p["value"] is None:
+                raise fail(None, "kind 'alpha' needs component, op and value (or band)")
+            if p["component"] not in alpha.INDEX:
+                raise fail("component", f"unknown alpha component {p['component']!r} (one "
+                                        f"of {', '.join(alpha.COMPONENTS)})")
+            if p["op"] not in OPS:
+                raise fail("op", f"op must be one of {', '.join(OPS)}")
+
+
+# -- per-market state ------------------------------------------------------------------------
+
+
+@dataclass
+class MarketSignals:
+    """A market's signal state: per rule (edge held at the last tick, last signal's event
+    time), and the event time of the first tick seen (for ``spike``)."""
+
+    rules: dict[str, tuple[bool, int | None]] = field(default_factory=dict)
+    first_ts: int | None = None
+
+    def to_bytes(self) -> bytes:
+        if not self.rules and self.first_ts is None:
+            return b""
+        return orjson.dumps({"r": {k: [int(a), t] for k, (a, t) in sorted(self.rules.items())},
+                             "f": self.first_ts})
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> MarketSignals:
+        if not data:
+            return cls()
+        doc = orjson.loads(bytes(data))
+        return cls({k: (bool(a), t) for k, (a, t) in doc["r"].items()}, doc["f"])
+
+
+Signal = dict[str, Any]
+F64 = NDArray[Any]
+
+
+def signal_id(rule: str, market: str, seq: int) -> str:
+    return f"{rule}:{market}:{seq}"
+
+
+def make_signal(rule: Rule, market: str, ts: int, seq: int, values: dict[str, Any]) -> Signal:
+    return {"id": signal_id(rule.id, market, seq), "rule": rule.id, "kind": rule.kind,
+            "market": market, "ts": ts, "seq": seq, "values": values}
+
+
+_VOL = alpha.INDEX["vol_sma10"]
+_RATE = alpha.INDEX["tick_rate"]
+_UPPER, _LOWER = alpha.INDEX["bb_upper"], alpha.INDEX["bb_lower"]
+
+
+def evaluate(
+    rules: Sequence[Rule], state: MarketSignals, market: str, history: alpha.RollingState,
+    prev_vector: Sequence[float] | None, ts: Sequence[int], seq: Sequence[int],
+    prob: Sequence[float], volume: Sequence[float], raw: F64,
+) -> tuple[MarketSignals, list[Signal]]:
+    """One market's new ticks (in arrival order) through ``rules`` (its tick rules).
+
+    ``history`` is the market's rolling state *before* these ticks, ``prev_vector`` the raw
+    alpha vector after its last tick (None for a new market), ``raw[i]`` the vector after
+    tick ``i``. Returns the new state and the signals fired, in tick then rule order; the
+    input state is not changed. (:func:`evaluate_many` for many markets at once.)
+    """
+    states, fired = evaluate_many(
+        RuleSet(tuple(rules)), [market], [state], [history], [prev_vector],
+        np.array([len(ts)], dtype=np.int64), np.asarray(ts, dtype=np.int64),
+        np.asarray(seq, dtype=np.uint64), np.asarray(prob, dtype=np.float64),
+        np.asarray(volume, dtype=np.float64), np.asarray(raw, dtype=np.float64))
+    return states[0], fired[0]
+
+
+_CHUNK = 2048  # ticks whose look-back window (WINDOW values each) is gathered at once
+
+
+@dataclass
+class _Batch:
+    """The ticks of many markets (market after market, each in arrival order) and what
+    every rule needs about them, as arrays over the ticks."""
+
+    counts: NDArray[np.int64]
+    ts: NDArray[np.int64]
+    prob: F64
+    vol: F64
+    raw: F64
+    histories: Sequence[alpha.RollingState]
+    seg: NDArray[np.int64] = field(init=False)  # each tick's market (index)
+    pos: NDArray[np.int64] = field(init=False)  # its position among the market's new ticks
+    starts: NDArray[np.int64] = field(init=False)
+    before: NDArray[np.int64] = field(init=False)  # ticks of its market before it
+    first: NDArray[np.bool_] = field(init=False)  # the market's first tick in the batch
+    #: every market's history then new ticks (probabilities, times) and each tick's place
+    #: in them, once a move rule gathered them
+    move_source: tuple[F64, NDArray[np.int64], NDArray[np.int64]] | None = field(
+        default=None, init=False)
+
+    def __post_init__(self) -> None:
+        counts = self.counts
+        m = len(counts)
+        self.starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        self.seg = np.repeat(np.arange(m), counts)
+        self.pos = np.arange(len(self.ts)) - np.repeat(self.starts, counts)
+        seen = np.fromiter((h.n for h in self.histories), np.int64, m)
+        self.before = np.repeat(seen, counts) + self.pos
+        self.first = self.pos == 0
+
+    def shifted(self, values: F64, at_first: F64) -> F64:
+        """``values`` of the previous tick of the same market; ``at_first[m]`` for a
+        market's first tick of the batch."""
+        out = np.empty_like(values)
+        out[1:] = values[:-1]
+        out[self.starts[self.counts > 0]] = at_first[self.counts > 0]
+        return out
+
+
+def evaluate_many(
+    rules: RuleSet, markets: Sequence[str], states: Sequence[MarketSignals],
+    histories: Sequence[alpha.RollingState], prev_vectors: Sequence[Sequence[float] | None],
+    counts: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.uint64], prob: F64,
+    volume: F64, raw: F64,
+) -> tuple[list[MarketSignals], list[list[Signal]]]:
+    """The new ticks of many markets through their tick rules, at once.
+
+    ``counts[m]`` ticks belong to ``markets[m]`` (its state, its rolling state before them,
+    its last raw vector), laid out market after market as :func:`alpha.update_many` takes
+    them, ``raw`` their vectors. Each rule's condition is computed for every tick at once
+    (numpy); only the ticks where a condition starts to hold go through the cool-downs one
+    by one. The same as evaluating each market's ticks alone, tick after tick.
+    """
+    m = len(markets)
+    watched = [rules.for_market(x) for x in markets]
+    tick_rules = [r for r in rules.rules if r.kind != "resolved"]
+    if not any(watched) or not len(ts):
+        return list(states), [[] for _ in range(m)]
+    b = _Batch(np.asarray(counts, dtype=np.int64), ts, prob, volume, raw, histories)
+    firsts = np.array([s.first_ts if s.first_ts is not None else (
+        int(h.ts[0]) if h.n else (int(ts[st]) if c else 0))
+        for s, h, st, c in zip(states, histories, b.starts.tolist(), b.counts.tolist(),
+                               strict=True)], dtype=np.int64)
+    fired: list[list[tuple[int, int, Signal]]] = [[] for _ in range(m)]  # (tick, rule, sig)
+    edges = [dict(s.rules) if s.rules else {} for s in states]
+    # which rules hold an edge for which markets (most states are empty)
+    column = {r.id: k for k, r in enumerate(tick_rules)}
+    active = np.zeros((m, len(tick_rules)), dtype=bool)
+    for mk, e in enumerate(edges):
+        for rid, (on, _) in e.items():
+            if on and rid in column:
+                active[mk, column[rid]] = True
+    ends = (b.starts + b.counts - 1)[b.counts > 0]
+    busy = np.flatnonzero(b.counts > 0)
+    seqs = seq.tolist()
+    moves = _moves(b, {r.params["within_s"] for r in tick_rules if r.kind == "move"})
+    for ri, rule in enumerate(tick_rules):
+        if rule.markets or rule.prefixes:
+            mine = np.fromiter((rule.matches(x) for x in markets), bool, m)
+            if not mine.any():
+                continue
+            hold = _holds(rule, b, prev_vectors, firsts, moves) & mine[b.seg]
+        else:
+            mine = None
+            hold = _holds(rule, b, prev_vectors, firsts, moves)
+        prev = b.shifted(hold.astype(np.float64), active[:, ri].astype(np.float64)) > 0
+        starts_to = hold if rule.kind == "cross" else hold & ~prev
+        touched = active[:, ri].copy()  # markets whose edge for the rule is to be set
+        for i in np.flatnonzero(starts_to).tolist():
+            mk = int(b.seg[i])
+            t = int(ts[i])
+            _, last = edges[mk].get(rule.id, (False, None))
+            if last is not None and t - last < rule.cooldown_ms:
+                continue
+            edges[mk][rule.id] = (True, t)
+            touched[mk] = True
+            values = _values(rule, b, i, prev_vectors, firsts, moves)
+            fired[mk].append((i, ri, make_signal(rule, markets[mk], t, seqs[i], values)))
+        # the edge after each market's last tick, where it holds or held
+        now = np.zeros(m, dtype=bool)
+        now[busy] = hold[ends]
+        for mk in np.flatnonzero(now | touched).tolist():
+            if mine is None or mine[mk]:
+                edges[mk][rule.id] = (bool(now[mk]), edges[mk].get(rule.id, (False, None))[1])
+    new = [MarketSignals(e, int(f)) if w else s
+           for e, f, w, s in zip(edges, firsts.tolist(), watched, states, strict=True)]
+    return new, [[sig for _, _, sig in sorted(f, key=lambda x: (x[0], x[1]))] if f else []
+                 for f in fired]
+
+
+def _holds(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | None],
+           firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+           ) -> NDArray[np.bool_]:
+    """Whether ``rule``'s condition holds at each tick."""
+    return np.asarray(_condition(rule, b, prev_vectors, firsts, moves), dtype=bool)
+
+
+def _condition(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | None],
+               firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+               ) -> Any:
+    k, q = rule.kind, rule.params
+    p, raw = b.prob, b.raw
+    if k == "move":
+        return moves[q["within_s"]][0] >= q["delta"]
+    if k == "cross":
+        prev = _prev_prob(b)
+        level, way = q["level"], q["direction"]
+        up = (prev < level) & (level <= p)
+        down = (p < level) & (level <= prev)
+        return up if way == "up" else down if way == "down" else up | down
+    if k == "whale":
+        hold = np.zeros(len(p), dtype=bool)
+        if q["volume"] is not None:
+            hold |= b.vol >= q["volume"]
+        if q["factor"] is not None:
+            base = _prev_vsma(b, prev_vectors)
+            with np.errstate(invalid="ignore"):
+                hold |= (b.before >= q["min_ticks"]) & (base > 0) & (
+                    b.vol >= q["factor"] * base)
+        return hold
+    if k == "spike":
+        longrun = _long_run(b, firsts)
+        with np.errstate(invalid="ignore"):
+            return (b.before + 1 >= q["min_ticks"]) & (longrun > 0) & (
+                raw[:, _RATE] >= q["factor"] * longrun)
+    enough = b.before + 1 >= q["min_ticks"]
+    band = q["band"]
+    if band is not None:
+        above, below = p > raw[:, _UPPER], p < raw[:, _LOWER]
+        return enough & (above if band == "above" else below if band == "below"
+                         else above | below)
+    x, op, value = raw[:, alpha.INDEX[q["component"]]], q["op"], q["value"]
+    hit = (x > value if op == "gt" else x >= value if op == "ge"
+           else x < value if op == "lt" else x <= value)
+    return enough & hit
+
+
+def _prev_prob(b: _Batch) -> F64:
+    last = np.array([h.prob[-1] if h.n else np.nan for h in b.histories], dtype=np.float64)
+    return b.shifted(b.prob, last)
+
+
+def _prev_vsma(b: _Batch, prev_vectors: Sequence[Sequence[float] | None]) -> F64:
+    last = np.array([v[_VOL] if v is not None else np.nan for v in prev_vectors],
+                    dtype=np.float64)
+    return b.shifted(b.raw[:, _VOL], last)
+
+
+def _long_run(b: _Batch, firsts: NDArray[np.int64]) -> F64:
+    """Ticks per second since the market's first tick (NaN where no time has passed)."""
+    span = (b.ts - firsts[b.seg]) / 1000.0
+    rate: F64 = np.divide(b.before.astype(np.float64), span, out=np.full(len(span), np.nan),
+                          where=span > 0)
+    return rate
+
+
+def _moves(b: _Batch, windows: set[float]) -> dict[float, tuple[F64, NDArray[np.int64]]]:
+    """Per window length (``within_s``), per tick: the largest |p - p'| over the previous
+    ticks within it (looking back while they are within it, at most ``alpha.WINDOW``),
+    and how many ticks back the newest tick with that move is (0: none)."""
+    if not windows:
+        return {}
+    hist = np.fromiter((len(h.prob) for h in b.histories), np.int64, len(b.histories))
+    parts_p: list[F64] = []
+    parts_t: list[NDArray[np.int64]] = []
+    for mk, h in enumerate(b.histories):
+        a, c = int(b.starts[mk]), int(b.counts[mk])
+        parts_p += (h.prob, b.prob[a:a + c])
+        parts_t += (h.ts, b.ts[a:a + c])
+    all_p, all_t = np.concatenate(parts_p), np.concatenate(parts_t)
+    c_start = np.concatenate(([0], np.cumsum(hist + b.counts)[:-1]))
+    at = np.repeat(c_start + hist, b.counts) + b.pos  # each tick in the concatenation
+    have = np.minimum(np.repeat(hist, b.counts) + b.pos, alpha.WINDOW)  # ticks before it
+    b.move_source = (all_p, all_t, at)
+    total = len(b.ts)
+    out = {w: (np.zeros(total), np.zeros(total, dtype=np.int64)) for w in windows}
+    # only as far back as any tick has history, and any window reaches
+    deepest = int(have.max()) if total else 0
+    r = np.arange(1, max(deepest, 1) + 1)
+    for lo in range(0, total, _CHUNK):
+        hi = min(lo + _CHUNK, total)
+        idx = np.maximum(at[lo:hi, None] - r[None, :], 0)
+        valid = r[None, :] <= have[lo:hi, None]
+        age = (b.ts[lo:hi, None] - all_t[idx]).astype(np.float64)
+        d = np.abs(b.prob[lo:hi, None] - all_p[idx])
+        for w, (best, back) in out.items():
+            ok = np.logical_and.accumulate(valid & (age <= w * 1000.0), axis=1)
+            dw = np.where(ok, d, 0.0)
+            top = dw.max(axis=1)
+            best[lo:hi] = top
+            back[lo:hi] = np.where(top > 0, np.argmax(dw == top[:, None], axis=1) + 1, 0)
+    return out
+
+
+def _values(rule: Rule, b: _Batch, i: int, prev_vectors: Sequence[Sequence[float] | None],
+            firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+            ) -> dict[str, Any]:
+    """The values that made ``rule`` fire at tick ``i``."""
+    k, q = rule.kind, rule.params
+    p = float(b.prob[i])
+    row = b.raw[i]
+    if k == "move":
+        back = moves[q["within_s"]][1]
+        assert b.move_source is not None
+        all_p, all_t, at = b.move_source
+        j = int(at[i] - back[i])
+        return {"prob": p, "from_prob": float(all_p[j]), "from_ts": int(all_t[j]),
+                "delta": p - float(all_p[j])}
+    if k == "cross":
+        prev = float(_prev_prob(b)[i])
+        return {"prob": p, "from_prob": prev, "level": q["level"],
+                "direction": "up" if p >= q["level"] else "down"}
+    if k == "whale":
+        v = float(b.vol[i])
+        if q["volume"] is not None and v >= q["volume"]:
+            return {"volume": v, "prob": p}
+        base = float(_prev_vsma(b, prev_vectors)[i])
+        return {"volume": v, "vol_sma10": base, "ratio": v / base, "prob": p}
+    if k == "spike":
+        rate, longrun = float(row[_RATE]), float(_long_run(b, firsts)[i])
+        return {"tick_rate": rate, "long_run_rate": longrun, "ratio": rate / longrun}
+    if q["band"] is not None:
+        return {"prob": p, "bb_upper": float(row[_UPPER]), "bb_lower": float(row[_LOWER])}
+    return {q["component"]: float(row[alpha.INDEX[q["component"]]]), "prob": p}
+
+
+def resolved_signals(
+    rules: Sequence[Rule], market: str, resolution: Any, ts: int, seq: int,
+) -> list[Signal]:
+    """Signals of ``resolved`` rules for a market's new resolution (not null)."""
+    if resolution is None:
+        return []
+    return [make_signal(r, market, ts, seq, {"resolution": resolution}) for r in rules
+            if r.kind == "resolved" and r.matches(market)
+            and (r.params["outcome"] is None or r.params["outcome"] == resolution)]
+
+
+def offline(
+    rules: RuleSet, ticks: Sequence[tuple[str, int, int, float, float]],
+) -> list[Signal]:
+    """Every signal of ``rules`` over ``ticks`` (market, ts, seq, prob, volume) in arrival
+    order, evaluated one market at a time in one pass: the ground truth tests compare the
+    stream's signals with."""
+    by_market: dict[str, list[tuple[int, int, float, float]]] = {}
+    for market, t, s, p, v in ticks:
+        by_market.setdefault(market, []).append((t, s, p, v))
+    out: list[Signal] = []
+    for market, rows in by_market.items():
+        ts = np.array([r[0] for r in rows], dtype=np.int64)
+        prob = np.array([r[2] for r in rows], dtype=np.float64)
+        vol = np.array([r[3] for r in rows], dtype=np.float64)
+        _, raw = alpha.update(alpha.RollingState.empty(), ts, prob, vol)
+        _, fired = evaluate(rules.for_market(market), MarketSignals(), market,
+                            alpha.RollingState.empty(), None, ts.tolist(),
+                            [r[1] for r in rows], prob.tolist(), vol.tolist(), raw)
+        out += fired
+    return out
