@@ -155,7 +155,7 @@ def steady(bench: Bench, seconds: float, rate: float) -> dict[str, Any]:
     try:
         for w in ws:
             w.start()
-        wait_for(lambda: all(w.get("/api/cluster")["active"] for w in ws), 90)
+        wait_for(lambda: all(w.get("/api/cluster")["active"] for w in ws), 180)
         time.sleep(3)  # the joins' rebalances are over
         start = [w.get("/api/cluster")["rebalances"]["count"] for w in ws]
         t0 = time.monotonic()
