@@ -372,11 +372,19 @@ class _Values:
     def __init__(self, part: PartitionIndex) -> None:
         self.part = part
         self.read: dict[int, F64] = {}
+        self.columns: dict[int, tuple[F64, F64]] = {}  # whole columns computed so far
+
+    def approx(self, component: int, rows: I64) -> tuple[F64, F64]:
+        """:meth:`PartitionIndex.approx` of ``rows``, from a whole column if one is known."""
+        column = self.columns.get(component)
+        if column is None:
+            return self.part.approx(component, rows)
+        return column[0][rows], column[1][rows]
 
     def exact(self, rows: I64, component: int,
               known: tuple[F64, F64] | None = None) -> F64:
         """The exact values of ``component`` of ``rows`` (``known``: their :meth:`approx`)."""
-        out, tol = self.part.approx(component, rows) if known is None else known
+        out, tol = self.approx(component, rows) if known is None else known
         out = out.copy()
         unsure = np.flatnonzero(tol > 0)
         if not len(unsure):
@@ -407,11 +415,20 @@ class _Values:
         for c in conditions:
             j, op = alpha.INDEX[c.component], OPS[c.op][0]
             value, tol = self.part.approx(j, rows)
-            low, high = op(value - tol, c.value), op(value + tol, c.value)
-            unsure = np.flatnonzero(low != high)
-            passed = low & high
             if rows is None:
+                self.columns[j] = value, tol
                 rows = np.arange(len(self.part))
+            if j in _UNBOUNDED or self.part.kept:
+                low, high = op(value - tol, c.value), op(value + tol, c.value)
+                unsure = np.flatnonzero(low != high)
+                passed = low & high
+            else:
+                # tol = |x| * REL here: outside [v - w, v + w], w = 4 * REL * |v|, the
+                # whole interval is on x's side of v (|x - v| > w implies |x - v| > 2 tol)
+                w = 4 * REL * abs(c.value)
+                above, below = value > c.value + w, value < c.value - w
+                passed = above if c.op in ("gt", "ge") else below
+                unsure = np.flatnonzero(~(above | below))
             if len(unsure):
                 passed[unsure] = op(self.exact(rows[unsure], j), c.value)
             rows = rows[passed]
@@ -424,7 +441,7 @@ def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[tuple[str, lis
     views = [_Values(p) for p in parts if len(p)]
     sort, sign = alpha.INDEX[spec.sort], (-1.0 if spec.descending else 1.0)
     rows = [v.passing(spec.conditions) for v in views]
-    near = [v.part.approx(sort, r) for v, r in zip(views, rows, strict=True)]
+    near = [v.approx(sort, r) for v, r in zip(views, rows, strict=True)]
     if sum(map(len, rows)) > spec.limit:
         # the markets that could be among the first `limit`: lower bound of their key at
         # most the limit-th smallest upper bound
