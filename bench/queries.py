@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -206,11 +206,17 @@ def in_process(markets: int, runs: int = 50, partitions: int = 8) -> dict[str, A
     """The index's own time (no HTTP, no ingest) on ``markets`` random markets whose rsi14
     is 0 or 1 (as with two ticks each: half the markets tie in a screen on it)."""
     rng = np.random.default_rng(markets)
-    parts = [vectors.PartitionIndex() for _ in range(partitions)]
+    every = np.empty((markets, alpha.DIM))  # the "records": what a worker reads back
+
+    def source(ms: Sequence[str]) -> vectors.F64:
+        return every[[int(m[2:]) for m in ms]]
+
+    parts = [vectors.PartitionIndex(source) for _ in range(partitions)]
     ids = [market_id(i, markets) for i in range(markets)]
     t = time.perf_counter()
     for lo in range(0, markets, 50_000):
-        raw = rng.normal(size=(min(50_000, markets - lo), alpha.DIM))
+        raw = every[lo:lo + 50_000]
+        raw[:] = rng.normal(size=raw.shape)
         raw[:, alpha.INDEX["rsi14"]] = rng.choice([0.0, 1.0], size=len(raw))
         for p in range(partitions):
             rows = np.arange(p, len(raw), partitions)
@@ -228,7 +234,8 @@ def in_process(markets: int, runs: int = 50, partitions: int = 8) -> dict[str, A
         "screen2": lambda: queries.screen(parts, two),
     }
     out: dict[str, Any] = {"markets": markets, "build_s": round(built, 2),
-                           "bytes_per_market": round(sum(p.nbytes for p in parts) / markets, 1)}
+                           "bytes_per_market": round(sum(p.nbytes for p in parts) / markets, 1),
+                           "python_bytes_per_market": round(python_bytes(parts) / markets, 1)}
     for name, ask in asks.items():
         times = []
         for _ in range(runs):
@@ -237,6 +244,16 @@ def in_process(markets: int, runs: int = 50, partitions: int = 8) -> dict[str, A
             times.append((time.perf_counter() - t) * 1000)
         out[name] = _summary(times)
     return out
+
+
+def python_bytes(parts: Sequence[vectors.PartitionIndex]) -> int:
+    """Bytes of the Python objects beside the arrays: the ids list, the id strings, the
+    id -> row dict and its row ints (those above 256 are objects of their own)."""
+    total = 0
+    for p in parts:
+        total += sys.getsizeof(p.ids) + sys.getsizeof(p.rows)
+        total += sum(map(sys.getsizeof, p.ids)) + sys.getsizeof(257) * max(0, len(p) - 257)
+    return total
 
 
 def run(bench: Bench, sizes: list[int], requests: int,

@@ -274,11 +274,12 @@ def _queries(q: dict[str, Any]) -> list[str]:
     out += ["", "The index alone (in-process, no HTTP, no ingest; random markets, half of them "
             "tied on rsi14), ms:", "",
             "| markets | similar p50 / p99 | screen p50 / p99 | two conditions p50 / p99 | "
-            "bytes per market |", "| --- | --- | --- | --- | --- |"]
+            "bytes per market: arrays (+ Python ids, rows) |", "| --- | --- | --- | --- | --- |"]
     for c in q.get("in_process", []):
+        py = c.get("python_bytes_per_market")
         out.append(f"| {c['markets']:,} | " + " | ".join(
             f"{c[n]['p50']:.1f} / {c[n]['p99']:.1f}" for n in ("similar", "screen", "screen2"))
-            + f" | {c['bytes_per_market']:.0f} |")
+            + f" | {c['bytes_per_market']:.0f}" + (f" (+{py:.0f})" if py else "") + " |")
     return [*out, ""]
 
 

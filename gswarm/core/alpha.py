@@ -363,14 +363,24 @@ def embed(raw: F64) -> NDArray[np.float32]:
     Raw vectors (what each component means) stay in a market's latest state; this is the
     form compared by cosine similarity and kept as the ``market/alpha`` datom.
     """
+    return embed_with_norms(raw)[0]
+
+
+def embed_with_norms(raw: F64) -> tuple[NDArray[np.float32], F64]:
+    """:func:`embed`, and each row's L2 norm after the compression (what it was divided by:
+    ``vector * norm`` gives the compressed raw vector back to float32 precision)."""
     squashed = raw.copy()
     cols = squashed[:, _UNBOUNDED_IDX]
     squashed[:, _UNBOUNDED_IDX] = np.sign(cols) * np.log1p(np.abs(cols))
-    return unit(squashed)
+    return _unit(squashed)
 
 
 def unit(raw: F64) -> NDArray[np.float32]:
     """Rows scaled to unit L2 length, as float32 (an all-zero row stays zero)."""
+    return _unit(raw)[0]
+
+
+def _unit(raw: F64) -> tuple[NDArray[np.float32], F64]:
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
     scaled: F64 = np.divide(raw, norms, out=np.zeros_like(raw), where=norms > 0)
-    return scaled.astype(np.float32)
+    return scaled.astype(np.float32), norms[:, 0]

@@ -1,10 +1,12 @@
-"""Alpha vectors and screen columns of a partition's markets, in memory, and exact queries
-over them.
+"""Alpha vectors of a partition's markets, in memory, and exact queries over them
+(similar markets, screens).
 
 Pure numpy (no Faust, no RocksDB). A :class:`PartitionIndex` holds, for every market of
 one partition, its current stored alpha vector (``alpha.embed`` of the raw vector: unit
-length, float32) and its raw components (float64, what a screen compares), one row per
-market. The stream keeps one per partition the worker owns (gswarm/stream/vectors.py).
+length, float32) and what it takes to get the raw components back from it: 92 bytes a
+market (the vector 80, the norm it was divided by as float32 4, a recovery mask 4, an id
+rank 4), not the 160 bytes of float64 raw columns. The stream keeps one per partition the
+worker owns (gswarm/stream/vectors.py).
 
 Similarity is exact. Scores are defined as the correctly rounded float64 value of the
 exact dot product of the float32 vectors (the products of two float32 are exact in float64,
@@ -15,7 +17,29 @@ million rows) to find the candidates, then computes the exact scores of those wi
 (20 products of unit vectors), far inside the margin, so no market of the exact answer or
 tied with its last score is missed. Ties are broken by market id, as everywhere.
 
-Screens compare the float64 columns exactly and sort by (value, market id).
+Screens compare the exact float64 raw components, but most markets are decided without
+them. A component is approximately ``vector * norm`` (unbounded components: then
+``sign * expm1(|.|)``, the inverse of the compression); :func:`approx` gives that value and
+a bound ``tol`` on its distance to the exact one, ``|x| * 2**-21`` (unbounded:
+``* (1 + |squashed x|)``, expm1 amplifies the error), eight times the worst float32
+rounding. The bound is not trusted from the analysis alone: every upsert checks it on the
+market's real values (to half of it, so a last-bit difference between two evaluations of
+expm1 cannot matter) and keeps the exact raw vector of a market that fails it (non-finite
+values, values below float32 range relative to the rest; none in practice). A value known
+exactly has ``tol`` 0 (zeros, those kept markets).
+
+A condition is decided from the interval ``[x - tol, x + tol]`` wherever the whole
+interval is on one side of the threshold; the few markets whose interval straddles it are
+decided on their exact values. Sorting keeps the markets whose interval could reach the
+first ``limit`` places (the ``limit``-th smallest upper bound cuts), takes their exact
+values, then sorts exactly by (value, market id). Exact values come, without reading
+anything, from the recovery mask: bit ``j`` is set when component ``j`` is recovered
+exactly by rounding the approximation to 6 significant digits (``1.0``, ``0.5``,
+``0.123456``: decimal inputs and the RSI of a few ticks, which tie by the thousand) or to
+the grid of a time feature (``hour / 23``); the upsert checks it on the real value, with
+the approximation within a quarter of a grid step. Otherwise they are read from the
+market's stored record through the index's ``source`` (the same values the reference scan
+reads). An answer's component values are exact too, recovered or read the same way.
 """
 
 from __future__ import annotations
@@ -34,10 +58,26 @@ F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
+#: The exact raw alpha vectors (one row each, :data:`alpha.COMPONENTS` order) of markets an
+#: index holds, as stored: what the reference scan reads. Asked only for the few markets
+#: whose approximate values do not settle a query.
+Source = Callable[[Sequence[str]], F64]
+
 #: Bound used on |float32 score - exact score|; the real error is below 2e-6.
 MARGIN = 1e-5
-_GROWTH = 1.25  # capacity grows by a quarter: at most ~25 % of the arrays unused
+#: Relative bound on |approximate component - exact component| (times ``1 + |squashed|``
+#: for the unbounded ones); the float32 vector and norm err by at most ~2**-23 together.
+REL = 2.0**-21
+_GROWTH = 1.0625  # capacity grows by a sixteenth: at most ~6 % of the arrays unused
 _MIN_CAPACITY = 256
+_UNBOUNDED = frozenset(alpha.INDEX[name] for name in alpha.UNBOUNDED)
+#: Components that are an integer over a fixed denominator (alpha's time features).
+_GRIDS = {alpha.INDEX["hour_of_day"]: 23.0, alpha.INDEX["weekday"]: 6.0,
+          alpha.INDEX["seconds_of_day"]: 86399.0}
+_DIGITS = 6  # significant digits a recovered decimal has at most
+_LOW = -17  # decimal exponents with a recovery: 10**(_DIGITS - 1 - e) within 10**±22
+_DECADES = np.array([float(f"1e{e}") for e in range(_LOW, 28)])
+_POW10 = np.array([float(10**k) for k in range(23)])  # exact
 
 #: Comparison operators of a screen condition: numpy's (columns) and Python's (a record).
 OPS: dict[str, tuple[Callable[[F64, float], NDArray[np.bool_]], Callable[[float, float], bool]]]
@@ -53,23 +93,76 @@ def exact_scores(rows: F32, target: F32) -> F64:
     return np.fromiter(map(math.fsum, products.tolist()), np.float64, len(rows))
 
 
+def approx(vectors: F32, scales: F32, component: int) -> tuple[F64, F64]:
+    """Component ``component`` of each market from its stored vector (one column) and norm:
+    the approximate value and the bound ``tol`` on its distance to the exact one."""
+    squashed = vectors.astype(np.float64) * scales.astype(np.float64)
+    if component not in _UNBOUNDED:
+        return squashed, np.abs(squashed) * REL
+    value = np.copysign(np.expm1(np.abs(squashed)), squashed)
+    return value, np.abs(value) * (REL * (1.0 + np.abs(squashed)))
+
+
+def recover(value: F64, component: int) -> F64:
+    """The value ``value`` approximates if it is a short one (6 significant digits, or on a
+    time feature's grid); NaN where there is none (see :func:`grid_step`)."""
+    if component in _GRIDS:
+        d = _GRIDS[component]
+        found: F64 = np.rint(value * d) / d
+        return found
+    shift = _shift(value)
+    ok = np.abs(shift) <= 22
+    p = _POW10[np.minimum(np.abs(shift), 22)]
+    up = shift >= 0
+    if up.all():
+        found = np.rint(value * p) / p
+    else:
+        found = np.rint(value / p) * p
+        found[up] = np.rint(value[up] * p[up]) / p[up]
+    if not ok.all():
+        found[~ok] = np.nan
+    return found
+
+
+def grid_step(value: F64, component: int) -> F64:
+    """The spacing of the values :func:`recover` gives near ``value``."""
+    if component in _GRIDS:
+        return np.full(len(value), 1.0 / _GRIDS[component])
+    return 10.0 ** -_shift(value).astype(np.float64)
+
+
+def _shift(value: F64) -> I64:
+    """Decimals kept for 6 significant digits: ``value * 10**shift`` has 6 digits (zero:
+    any, it stays zero); outside ±22 (a power of ten not exact in float64) none."""
+    mag = np.abs(value)
+    e = np.searchsorted(_DECADES, mag, side="right") - 1 + _LOW  # comparisons: stable
+    shift: I64 = np.where(e >= _LOW, (_DIGITS - 1) - e, 99)
+    shift[mag == 0] = 0
+    return shift
+
+
 class PartitionIndex:
-    """One partition's markets: an id per row, the unit vectors and the raw columns.
+    """One partition's markets: an id per row, the unit vectors, their norms, the recovery
+    masks and the id ranks.
 
     Rows are only ever added (a market keeps its row). Vectors are row-major (one
-    matrix-vector product per query); the raw components are column-major, so a screen's
-    comparison reads one contiguous column. ``_rank`` orders the rows by market id (ties
-    of a screen are broken by id without comparing strings); it covers the first
-    ``_ranked`` rows and is redone once enough rows were added after it.
+    matrix-vector product per query). ``_rank`` orders the rows by market id (ties of a
+    screen are broken by id without comparing strings); it covers the first ``_ranked``
+    rows and is redone once enough rows were added after it. ``source`` reads markets'
+    exact raw vectors (see :data:`Source`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, source: Source) -> None:
+        self.source = source
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self._vectors: F32 = np.empty((0, alpha.DIM), dtype=np.float32)
-        self._columns: F64 = np.empty((alpha.DIM, 0), dtype=np.float64)
+        self._scales: F32 = np.empty(0, dtype=np.float32)
+        self._exact: NDArray[np.uint32] = np.empty(0, dtype=np.uint32)
         self._rank: NDArray[np.int32] = np.empty(0, dtype=np.int32)
         self._ranked = 0
+        #: rows whose approximation is not within its bound: row -> exact raw vector
+        self.kept: dict[int, F64] = {}
         #: rows added since the last :meth:`rank` that a screen sorts as strings before it
         #: ranks again (and at least a sixteenth of the rows)
         self.rerank_min = 1024
@@ -82,19 +175,32 @@ class PartitionIndex:
         """The stored (unit, float32) alpha vectors, one row per market of :attr:`ids`."""
         return self._vectors[:len(self.ids)]
 
-    @property
-    def columns(self) -> F64:
-        """The raw alpha components, one row per market of :attr:`ids` (a view)."""
-        return self._columns[:, :len(self.ids)].T
+    def approx(self, component: int, rows: I64 | None = None) -> tuple[F64, F64]:
+        """:func:`approx` of ``rows`` (default: every row); exact (``tol`` 0) for the
+        :attr:`kept` rows."""
+        n = len(self.ids)
+        vectors, scales = ((self._vectors[:n, component], self._scales[:n]) if rows is None
+                           else (self._vectors[rows, component], self._scales[rows]))
+        with np.errstate(all="ignore"):  # kept rows: inf norms, NaN products
+            value, tol = approx(vectors, scales, component)
+        if self.kept:
+            kept = np.fromiter(self.kept, np.int64, len(self.kept))
+            at = kept if rows is None else np.flatnonzero(np.isin(rows, kept))
+            if len(at):
+                held = kept if rows is None else rows[at]
+                value[at] = [self.kept[r][component] for r in held.tolist()]
+                tol[at] = 0.0
+        return value, tol
 
-    def column(self, component: str) -> F64:
-        """One raw component of every market, contiguous."""
-        return self._columns[alpha.INDEX[component], :len(self.ids)]
+    def recoverable(self, rows: I64, component: int) -> NDArray[np.bool_]:
+        """Whether :func:`recover` gives each row's exact value of ``component``."""
+        return ((self._exact[rows] >> np.uint32(component)) & np.uint32(1)).astype(bool)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the numeric arrays as allocated (spare rows too)."""
-        return self._vectors.nbytes + self._columns.nbytes + self._rank.nbytes
+        """Bytes of the numeric arrays as allocated (spare rows too), and of kept rows."""
+        return (self._vectors.nbytes + self._scales.nbytes + self._exact.nbytes
+                + self._rank.nbytes + sum(raw.nbytes for raw in self.kept.values()))
 
     def upsert(self, markets: Sequence[str], raw: F64) -> None:
         """Set the current raw alpha vector of each market (new markets get a row)."""
@@ -125,20 +231,41 @@ class PartitionIndex:
         self._reserve(len(self.ids))
         if not keep.all():
             at, raw = at[keep], raw[keep]
-        self._vectors[at] = alpha.embed(raw)
-        self._columns[:, at] = raw.T
+        exact = np.zeros(len(raw), dtype=np.uint32)
+        fine = np.ones(len(raw), dtype=bool)
+        with np.errstate(all="ignore"):  # overflows, NaN products: those rows are kept
+            vectors, norms = alpha.embed_with_norms(raw)
+            scales = norms.astype(np.float32)
+            for j in range(alpha.DIM):
+                want = raw[:, j]
+                value, tol = approx(vectors[:, j], scales, j)
+                same = (value == want) & (np.signbit(value) == np.signbit(want))
+                off = np.abs(value - want)
+                fine &= same | ((tol > 0) & (off <= tol / 2))
+                found = recover(value, j)
+                hit = (found == want) & (np.signbit(found) == np.signbit(want)) & (
+                    off <= grid_step(value, j) / 4)
+                exact |= hit.astype(np.uint32) << np.uint32(j)
+        self._vectors[at], self._scales[at], self._exact[at] = vectors, scales, exact
+        for row, ok, values in zip(at.tolist(), fine.tolist(), raw, strict=True):
+            if not ok:
+                self.kept[row] = values.copy()
+            elif self.kept:
+                self.kept.pop(row, None)
 
     def _reserve(self, rows: int) -> None:
         if rows <= len(self._vectors):
             return
         capacity = max(rows, int(len(self._vectors) * _GROWTH), _MIN_CAPACITY)
-        vectors = np.zeros((capacity, alpha.DIM), dtype=np.float32)
-        columns = np.zeros((alpha.DIM, capacity), dtype=np.float64)
-        rank = np.zeros(capacity, dtype=np.int32)
         used = len(self._vectors)
-        vectors[:used], columns[:, :used], rank[:used] = (
-            self._vectors, self._columns, self._rank)
-        self._vectors, self._columns, self._rank = vectors, columns, rank
+        vectors = np.zeros((capacity, alpha.DIM), dtype=np.float32)
+        vectors[:used] = self._vectors
+        self._vectors = vectors
+        for name in ("_scales", "_exact", "_rank"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, dtype=old.dtype)
+            new[:used] = old
+            setattr(self, name, new)
 
     def vector(self, market: str) -> F32 | None:
         """The market's stored vector, or None if this partition does not hold it."""
@@ -238,32 +365,112 @@ class Screen:
         return (-value if self.descending else value), market
 
 
-def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[tuple[str, F64]]:
-    """(market, raw vector) of the markets that pass, in the screen's order."""
-    picked: list[tuple[float, str, PartitionIndex, int]] = []
-    for p in parts:
-        rows = _screen_rows(p, spec)
-        keys = p.column(spec.sort)[rows]
-        if spec.descending:
-            keys = -keys
-        picked += [(key, p.ids[row], p, row)
-                   for key, row in zip(keys.tolist(), rows.tolist(), strict=True)]
-    picked.sort(key=lambda x: (x[0], x[1]))
-    return [(market, p.columns[row].copy()) for _, market, p, row in picked[:spec.limit]]
+class _Values:
+    """One query's view of one partition's components: approximate values, and exact ones
+    of chosen rows (recovered, or read once per market)."""
+
+    def __init__(self, part: PartitionIndex) -> None:
+        self.part = part
+        self.read: dict[int, F64] = {}
+        self.columns: dict[int, tuple[F64, F64]] = {}  # whole columns computed so far
+
+    def approx(self, component: int, rows: I64) -> tuple[F64, F64]:
+        """:meth:`PartitionIndex.approx` of ``rows``, from a whole column if one is known."""
+        column = self.columns.get(component)
+        if column is None:
+            return self.part.approx(component, rows)
+        return column[0][rows], column[1][rows]
+
+    def exact(self, rows: I64, component: int,
+              known: tuple[F64, F64] | None = None) -> F64:
+        """The exact values of ``component`` of ``rows`` (``known``: their :meth:`approx`)."""
+        out, tol = self.approx(component, rows) if known is None else known
+        out = out.copy()
+        unsure = np.flatnonzero(tol > 0)
+        if not len(unsure):
+            return out
+        easy = self.part.recoverable(rows[unsure], component)
+        if easy.any():
+            out[unsure[easy]] = recover(out[unsure[easy]], component)
+        hard = unsure[~easy]
+        if len(hard):
+            out[hard] = self.raw(rows[hard])[:, component]
+        return out
+
+    def raw(self, rows: I64) -> F64:
+        """The exact raw vectors of ``rows``, read from the source (each row once)."""
+        wanted = rows.tolist()
+        missing = list(dict.fromkeys(r for r in wanted if r not in self.read))
+        if missing:
+            got = np.asarray(self.part.source([self.part.ids[r] for r in missing]),
+                             dtype=np.float64).reshape(len(missing), alpha.DIM)
+            self.read.update(zip(missing, got, strict=True))
+        return np.vstack([self.read[r] for r in wanted])
+
+    def passing(self, conditions: Sequence[Condition]) -> I64:
+        """Rows for which every condition holds: decided on the intervals, and on exact
+        values where an interval straddles the threshold (each condition looks only at
+        the rows that passed the ones before)."""
+        rows: I64 | None = None
+        for c in conditions:
+            j, op = alpha.INDEX[c.component], OPS[c.op][0]
+            value, tol = self.part.approx(j, rows)
+            if rows is None:
+                self.columns[j] = value, tol
+                rows = np.arange(len(self.part))
+            if j in _UNBOUNDED or self.part.kept:
+                low, high = op(value - tol, c.value), op(value + tol, c.value)
+                unsure = np.flatnonzero(low != high)
+                passed = low & high
+            else:
+                # tol = |x| * REL here: outside [v - w, v + w], w = 4 * REL * |v|, the
+                # whole interval is on x's side of v (|x - v| > w implies |x - v| > 2 tol)
+                w = 4 * REL * abs(c.value)
+                above, below = value > c.value + w, value < c.value - w
+                passed = above if c.op in ("gt", "ge") else below
+                unsure = np.flatnonzero(~(above | below))
+            if len(unsure):
+                passed[unsure] = op(self.exact(rows[unsure], j), c.value)
+            rows = rows[passed]
+        return np.arange(len(self.part)) if rows is None else rows
 
 
-def _screen_rows(p: PartitionIndex, spec: Screen) -> I64:
-    """Rows of ``p`` that pass and could be among the first ``limit`` (ties included)."""
-    mask = np.ones(len(p), dtype=bool)
-    for c in spec.conditions:
-        mask &= OPS[c.op][0](p.column(c.component), c.value)
-    rows = np.flatnonzero(mask)
-    if len(rows) <= spec.limit:
-        return rows
-    keys = p.column(spec.sort)[rows]
-    if spec.descending:
-        keys = -keys
-    last = keys[np.argpartition(keys, spec.limit - 1)[spec.limit - 1]]
-    better = rows[keys < last]
-    tied = p.first_by_id(rows[keys == last], spec.limit - len(better))
-    return np.concatenate((better, tied))
+def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[tuple[str, list[float]]]:
+    """(market, exact values of ``spec.components``) of the markets that pass, in the
+    screen's order."""
+    views = [_Values(p) for p in parts if len(p)]
+    sort, sign = alpha.INDEX[spec.sort], (-1.0 if spec.descending else 1.0)
+    rows = [v.passing(spec.conditions) for v in views]
+    near = [v.approx(sort, r) for v, r in zip(views, rows, strict=True)]
+    if sum(map(len, rows)) > spec.limit:
+        # the markets that could be among the first `limit`: lower bound of their key at
+        # most the limit-th smallest upper bound
+        bounds = [(sign * value - tol, sign * value + tol) for value, tol in near]
+        cut = np.partition(np.concatenate([hi for _, hi in bounds]), spec.limit - 1)[
+            spec.limit - 1]
+        within = [lo <= cut for lo, _ in bounds]
+        rows = [r[w] for r, w in zip(rows, within, strict=True)]
+        near = [(value[w], tol[w]) for (value, tol), w in zip(near, within, strict=True)]
+    keys = [sign * v.exact(r, sort, a) for v, r, a in zip(views, rows, near, strict=True)]
+    if sum(map(len, rows)) > spec.limit:
+        last = np.partition(np.concatenate(keys), spec.limit - 1)[spec.limit - 1]
+        better = sum(int(np.count_nonzero(k < last)) for k in keys)
+        picked = [(r[k < last], v.part.first_by_id(r[k == last], spec.limit - better))
+                  for v, r, k in zip(views, rows, keys, strict=True)]
+        keys = [np.concatenate((k[k < last], np.full(len(tied), last)))
+                for k, (_, tied) in zip(keys, picked, strict=True)]
+        rows = [np.concatenate(pair) for pair in picked]
+    order: list[tuple[float, str, int, int]] = []
+    for i, (v, r, k) in enumerate(zip(views, rows, keys, strict=True)):
+        order += [(key, v.part.ids[row], i, row)
+                  for key, row in zip(k.tolist(), r.tolist(), strict=True)]
+    order.sort(key=lambda x: (x[0], x[1]))
+    order = order[:spec.limit]
+    shown = [alpha.INDEX[c] for c in spec.components]
+    values: dict[tuple[int, int], list[float]] = {}
+    for i, v in enumerate(views):
+        mine = np.array([row for _, _, at, row in order if at == i], dtype=np.int64)
+        if len(mine):
+            table = np.column_stack([v.exact(mine, j) for j in shown]).tolist()
+            values.update(zip(((i, row) for row in mine.tolist()), table, strict=True))
+    return [(market, values[i, row]) for _, market, i, row in order]

@@ -1,5 +1,5 @@
 """Queries over a worker's fact databases (range scans on EAVT-ordered keys) and over its
-in-memory alpha vectors and columns (similar markets, screens).
+in-memory alpha vectors (similar markets, screens).
 
 Most functions take rocksdict databases (one per partition the worker holds) and read them
 directly: history and as-of are seeks plus short forward/backward scans, never a copy of
@@ -359,8 +359,9 @@ def screen_row(spec: Screen, market: str, raw: Sequence[float]) -> dict[str, Any
 
 def screen(parts: Iterable[PartitionIndex], spec: Screen) -> list[dict[str, Any]]:
     """Markets whose current raw alpha passes every condition, in the screen's order;
-    from the in-memory columns."""
-    return [screen_row(spec, m, raw.tolist()) for m, raw in vectors.screen(parts, spec)]
+    from the in-memory index (exact values: see :func:`gswarm.core.vectors.screen`)."""
+    return [{"market": m, **dict(zip(spec.components, values, strict=True))}
+            for m, values in vectors.screen(parts, spec)]
 
 
 def screen_scan(dbs: Iterable[Db], spec: Screen) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The worker's in-memory alpha vectors and columns, one index per partition it owns.
+"""The worker's in-memory alpha vectors, one index per partition it owns.
 
 Like the sketches (:class:`~gswarm.stream.pipeline.SketchCache`), the state is kept in
 memory and dropped on every rebalance: a partition's :class:`~gswarm.core.vectors.
@@ -8,6 +8,11 @@ markets it changed. The rebuild reads the records in chunks and yields to the ev
 between them (a million markets take seconds: the worker must keep heartbeating and
 ingesting meanwhile); the ingest upserts into the index being built, and the rebuild only
 adds markets it does not hold yet, so a newer value is never replaced by an older one.
+
+An index keeps no exact raw components (see :mod:`gswarm.core.vectors`): the few a screen
+needs exactly are read back from the partition's market records (:func:`exact_vectors`),
+which the ingest writes in the same synchronous step as it upserts, so the two agree
+whenever a query runs.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from gswarm.core import alpha
-from gswarm.core.facts import MARKET
+from gswarm.core.facts import MARKET, market_key
 from gswarm.core.ingest import latest_alpha
 from gswarm.core.vectors import F64, PartitionIndex
 
@@ -78,11 +83,15 @@ class VectorCache:
     def _index(self, partition: int) -> PartitionIndex:
         index = self.parts.get(partition)
         if index is None:
-            index = self.parts[partition] = PartitionIndex()
+            index = self.parts[partition] = PartitionIndex(
+                functools.partial(self._exact, partition))
             task = asyncio.ensure_future(self._build(partition, index))
             self.builds[partition] = task
             task.add_done_callback(functools.partial(self._built, partition, index))
         return index
+
+    def _exact(self, partition: int, markets: Sequence[str]) -> F64:
+        return exact_vectors(self.facts.data.db(partition), markets)
 
     def _built(self, partition: int, index: PartitionIndex, task: asyncio.Task[None]) -> None:
         if self.builds.get(partition) is task:
@@ -123,3 +132,16 @@ def latest_vectors(records: Iterable[tuple[bytes, bytes]]) -> tuple[list[str], F
             blobs.append(bytes(found))
     raw = np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, alpha.DIM)
     return ids, raw
+
+
+def exact_vectors(db: Any, markets: Sequence[str]) -> F64:
+    """The raw current alpha vectors (one row each) of ``markets``' records in ``db``."""
+    blobs: list[bytes] = []
+    for market in markets:
+        value = db.get(market_key(market))
+        found = latest_alpha(value) if value is not None else None
+        if found is None:
+            raise LookupError(f"market {market!r} is in the vector index but its record "
+                              "holds no alpha vector")
+        blobs.append(bytes(found))
+    return np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, alpha.DIM)

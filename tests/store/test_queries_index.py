@@ -3,6 +3,7 @@ market records (RocksDB), on random markets and random queries."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from gswarm.core.vectors import PartitionIndex
 from gswarm.errors import NotFoundError, QueryError
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.store import queries
-from gswarm.stream.vectors import latest_vectors, market_records
+from gswarm.stream.vectors import exact_vectors, latest_vectors, market_records
 from tests.stream.truth import ground_truth
 
 PARTS = 3
@@ -29,7 +30,7 @@ PARTS = 3
 
 def rebuilt(db: Any) -> PartitionIndex:
     """A partition's index as a worker rebuilds it from the stored records."""
-    index = PartitionIndex()
+    index = PartitionIndex(functools.partial(exact_vectors, db))
     records = market_records(db)
     while chunk := list(itertools.islice(records, 7)):
         index.fill(*latest_vectors(chunk))
@@ -45,7 +46,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Any]
     home: Path = tmp_path_factory.mktemp("dbs")
     opts = rocksdict.Options(raw_mode=True)
     dbs = [rocksdict.Rdict(str(home / f"p{p}"), opts) for p in range(PARTS)]
-    upserted = [PartitionIndex() for _ in range(PARTS)]
+    upserted = [PartitionIndex(functools.partial(exact_vectors, db)) for db in dbs]
     names = sorted(truth.records)
     for i, market in enumerate(names):
         rec = truth.records[market]
@@ -81,8 +82,11 @@ def test_rebuilt_index_equals_upserted_index(stored: Any) -> None:
         for market in want.ids:
             a, b = got.vector(market), want.vector(market)
             assert a is not None and b is not None and np.array_equal(a, b)
-            assert np.array_equal(got.columns[got.rows[market]],
-                                  want.columns[want.rows[market]])
+        rows = [got.rows[m] for m in want.ids]
+        for j in range(alpha.DIM):
+            assert np.array_equal(got.approx(j)[0][rows], want.approx(j)[0])
+            assert np.array_equal(got.recoverable(np.array(rows), j),
+                                  want.recoverable(np.arange(len(want)), j))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[
@@ -114,7 +118,19 @@ def test_screen_equals_the_scan(stored: Any, where: list[tuple[str, str, float]]
                                 sort: str | None, order: str | None, limit: int) -> None:
     dbs, upserted, _ = stored
     spec = queries.make_screen([queries.condition(*w) for w in where], sort, order, limit)
-    assert queries.screen(upserted, spec) == queries.screen_scan(dbs, spec)
+    got, want = queries.screen(upserted, spec), queries.screen_scan(dbs, spec)
+    assert got == want
+    assert [[float(v).hex() for v in row.values() if isinstance(v, float)] for row in got] == [
+        [float(v).hex() for v in row.values() if isinstance(v, float)] for row in want]
+
+
+def test_exact_vectors_read_the_records(stored: Any) -> None:
+    dbs, upserted, _ = stored
+    some = upserted[0].ids[:5]
+    want = [list(queries.record(dbs, m).latest["alpha"].values()) for m in some]
+    assert exact_vectors(dbs[0], some).tolist() == want
+    with pytest.raises(LookupError):
+        exact_vectors(dbs[0], ["m-not-stored"])
 
 
 def test_screen_syntax_and_its_errors() -> None:
@@ -135,7 +151,8 @@ def test_screen_syntax_and_its_errors() -> None:
         with pytest.raises(QueryError):
             queries.make_screen(*args)
     with pytest.raises(NotFoundError):
-        queries.target_vector([PartitionIndex()], "m-nope")
+        queries.target_vector([PartitionIndex(lambda ms: np.zeros((0, alpha.DIM)))],
+                              "m-nope")
 
 
 def test_a_stored_vector_given_back_is_compared_as_stored() -> None:
