@@ -8,6 +8,7 @@ import time
 from typing import Any, cast
 
 from faust.sensors import Sensor
+from faust.types import TP
 
 from gswarm.core.lag import behind
 from gswarm.core.signals import RuleSet, load_rules
@@ -34,6 +35,17 @@ ingest = Ingest(
 
 
 before_commit(app, ingest.sketches.persist)
+
+
+async def rewind(partition: int, offset: int) -> None:
+    """Seek a tick partition back (see :meth:`Ingest.in_order`)."""
+    try:
+        await app.consumer.seek(TP(settings.tick_topic, partition), offset)
+    except Exception as exc:  # no longer assigned: its next owner starts at the commit
+        log.warning("partition %d: could not seek back to %d: %s", partition, offset, exc)
+
+
+ingest.rewind = rewind
 
 
 @app.agent(tick_topic)

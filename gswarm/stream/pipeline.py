@@ -14,7 +14,7 @@ import logging
 import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ from gswarm.core.sketches.state import CountedTick, PartitionSketches
 from gswarm.core.ticks import CONTROL_HEADER, Rejected, decode
 from gswarm.errors import TickError
 from gswarm.store.queries import last_datom
-from gswarm.stream.delivery import run_records
+from gswarm.stream.delivery import MessageRun, run_records
 from gswarm.stream.vectors import VectorCache
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Counters:
     batch_messages_sum: int = 0  # sum of batch sizes (with batches: a summary)
     flush_ms_sum: float = 0.0
     offsets_skipped: int = 0  # tick-topic offsets jumped over (never seen): should stay 0
+    rewinds: int = 0  # partitions sought back after a run started past an unseen offset
     controls: int = 0  # control messages applied (not counted in messages)
     meta_datoms: int = 0  # market metadata values written (changes only)
     prune_schedules: int = 0  # prune rounds this worker sent as the leader
@@ -112,7 +113,7 @@ class Counters:
             "segments": self.segments,
             "last_batch_size": self.last_batch_size, "last_flush_ms": self.last_flush_ms,
             "flush_ms_sum": round(self.flush_ms_sum, 1),
-            "offsets_skipped": self.offsets_skipped,
+            "offsets_skipped": self.offsets_skipped, "rewinds": self.rewinds,
             "first_fact_time": self.first_fact_time, "last_fact_time": self.last_fact_time,
             "first_fact_cpu": self.first_fact_cpu, "last_fact_cpu": self.last_fact_cpu,
             "event_lag_ms": self.lag.summary(),
@@ -230,6 +231,11 @@ class SketchCache:
         self.dirty.clear()
 
 
+#: Seconds a partition sought back (see :meth:`Ingest.in_order`) waits for the offset it
+#: was sought to before the next run is taken as it is (the offset is gone from the topic).
+REWIND_PATIENCE_S = 5.0
+
+
 class Ingest:
     """Processes batches of tick events for one worker."""
 
@@ -252,6 +258,11 @@ class Ingest:
         self.stamps: list[int] = []  # Kafka record times (ms) of this batch's messages
         self.offsets = OffsetWatch()
         self.rebalances = Rebalances()
+        #: partition -> (offset, when) it was sought back to after a run skipped past it
+        self.rewound: dict[int, tuple[int, float]] = {}
+        self.clock: Callable[[], float] = time.monotonic
+        #: seeks a tick partition back to an offset (the agent wires the consumer's seek)
+        self.rewind: Callable[[int, int], Awaitable[None]] | None = None
         self.fresh_partitions: set[int] = set()  # partitions with new facts in this batch
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
@@ -263,6 +274,7 @@ class Ingest:
         partition_event: dict[int, EventT[Any]] = {}
         messages = 0
         stamps = self.stamps
+        events = await self.in_order(events)
         for event, msg in ((e, m) for e in events for m in run_records(e)):
             messages += 1
             if msg.timestamp is not None:
@@ -309,6 +321,56 @@ class Ingest:
         # last: the batch's counters are whole before this yields to the event loop (the
         # web server reads them in between)
         await self.send_signals()
+
+    async def in_order(self, events: Sequence[EventT[Any]]) -> list[EventT[Any]]:
+        """The batch's runs that continue their partition from the last offset seen.
+
+        Offsets of the tick topic are contiguous, so a run that starts past the next offset
+        this worker expects on its partition was handed over messages nobody delivered
+        (the rebalance skip: a run fetched in one consumer generation and dropped in the
+        next, with no seek back). Processing it would apply later ticks without the
+        earlier ones, and the earlier ones, arriving later, would count as redelivered: a
+        loss. Such a run, and the partition's later runs in the batch, are not processed
+        and not acked (``handed`` false, see :meth:`RunConsumer.ack_run`); the partition is
+        sought back to the expected offset and they come again, in order (runs fetched
+        before the seek are refused too). If that offset still has not come
+        :data:`REWIND_PATIENCE_S` after the seek (the topic's retention deleted it), the
+        next run is processed and the skip counted, as before.
+        """
+        expected = {p: last + 1 for p, last in self.offsets.last.items()}
+        refused: dict[int, int] = {}
+        keep = []
+        now = self.clock()
+        for event in events:
+            message, records = event.message, run_records(event)
+            p = message.partition
+            if not isinstance(message, MessageRun) or not records:
+                keep.append(event)
+                continue
+            want = expected.get(p)
+            sought = self.rewound.get(p)
+            gave_up = (sought is not None and sought[0] == want
+                       and now - sought[1] > REWIND_PATIENCE_S)
+            if p in refused or (want is not None and records[0].offset > want
+                                and not gave_up):
+                message.handed = False
+                refused.setdefault(p, want if want is not None else records[0].offset)
+                continue
+            self.rewound.pop(p, None)
+            expected[p] = records[-1].offset + 1
+            keep.append(event)
+        for p, offset in refused.items():
+            sought = self.rewound.get(p)
+            if sought is not None and sought[0] == offset:
+                continue  # already sought back: the refused runs were fetched before that
+            self.rewound[p] = (offset, now)
+            counters.rewinds += 1
+            log.warning("partition %d: a run started past offset %d, which was never "
+                        "delivered; seeking back to it (nothing processed out of order)",
+                        p, offset)
+            if self.rewind is not None:
+                await self.rewind(p, offset)
+        return keep
 
     def misplaced(self, partition: int, key: bytes | None) -> Rejected | None:
         """A ``wrong_partition`` rejection if ``key`` does not hash to ``partition``."""
