@@ -30,9 +30,10 @@ from gswarm.runner import WorkerProcess
 STEP_S = 0.005  # the producer sends what is due every 5 ms
 
 
-async def _produce_now(s: Settings, markets: int, rate: float, seconds: float) -> int:
+async def produce_now(s: Settings, markets: int, rate: float, seconds: float,
+                      seed: int = 11) -> int:
     """Send ``rate`` ticks/s for ``seconds``, each stamped with the time it is sent."""
-    ticks = synthetic_ticks(markets, int(rate * seconds) + 1, seed=11)
+    ticks = synthetic_ticks(markets, int(rate * seconds) + 1, seed=seed)
     producer = AIOKafkaProducer(**security.client_kwargs(s), linger_ms=1, acks="all",
                                 enable_idempotence=True)
     await producer.start()
@@ -64,7 +65,7 @@ def at_rate(bench: Bench, rate: float, seconds: float, markets: int) -> dict[str
     worker.start()
     try:
         worker.wait_ready()
-        sent = asyncio.run(_produce_now(s, markets, rate, seconds))
+        sent = asyncio.run(produce_now(s, markets, rate, seconds))
         # whatever arrives within a second of the last send counts; a worker that cannot
         # keep up is not waited for (its lag would only grow)
         with contextlib.suppress(TimeoutError):

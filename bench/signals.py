@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import Bench, stats
+from bench.latency import produce_now
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.kafka import security
 from gswarm.runner import WorkerProcess
-
-STEP_S = 0.005
 
 
 def _rules() -> str:
@@ -69,11 +68,7 @@ async def _produce_and_listen(s: Settings, markets: int, rate: float, seconds: f
                               ) -> tuple[int, list[float]]:
     """Send ``rate`` ticks/s for ``seconds`` (stamped now) while reading the signals topic;
     return (ticks sent, each signal's lag in ms)."""
-    ticks = synthetic_ticks(markets, int(rate * seconds) + 1, seed=13)
-    producer = AIOKafkaProducer(**security.client_kwargs(s), linger_ms=1, acks="all",
-                                enable_idempotence=True)
     consumer = AIOKafkaConsumer(**security.client_kwargs(s), enable_auto_commit=False)
-    await producer.start()
     await consumer.start()
     lags: list[float] = []
     tps = [TopicPartition(s.signals_topic, p) for p in range(s.partitions)]
@@ -88,25 +83,11 @@ async def _produce_and_listen(s: Settings, markets: int, rate: float, seconds: f
                 lags.extend(now - orjson.loads(r.value)["ts"] for r in records)
 
     listener = asyncio.create_task(listen())
-    sent = 0
     try:
-        pending = []
-        start = time.monotonic()
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = int(elapsed * rate) - sent
-            now_ms = int(time.time() * 1000)
-            for _ in range(due):
-                tick = next(ticks)
-                tick["ts"] = now_ms
-                pending.append(await producer.send(
-                    s.tick_topic, key=tick["market"].encode(), value=orjson.dumps(tick)))
-            sent += due
-            await asyncio.sleep(STEP_S)
-        await asyncio.gather(*pending)
+        sent = await produce_now(s, markets, rate, seconds, seed=13)
         await asyncio.sleep(1.0)  # signals of the last ticks
     finally:
         listener.cancel()
-        await producer.stop()
         await consumer.stop()
     return sent, lags
 
