@@ -55,7 +55,7 @@ class Rebalances:
         self.count = 0
         self.owned: frozenset[int] = frozenset()
         self.recent: deque[Rebalance] = deque(maxlen=KEPT)
-        self._waiting: set[int] = set()  # gained partitions not written yet
+        self._waiting: set[int] = set()  # gained partitions not written yet (in any rebalance)
 
     @property
     def last(self) -> Rebalance:
@@ -69,7 +69,6 @@ class Rebalances:
         if not self.recent or any(getattr(self.last, s) is not None for s in later):
             self.count += 1
             self.recent.append(Rebalance())
-            self._waiting = set()
         return self.last
 
     def began(self) -> None:
@@ -82,7 +81,9 @@ class Rebalances:
         owned = frozenset(partitions)
         self._current("assigned_at")
         self.last.assigned_at = self.clock()
-        self.last.gained = tuple(sorted(owned - self.owned))
+        # a partition gained by an earlier rebalance and not written before this one still
+        # counts as gained: its first write is what a failover waits for
+        self.last.gained = tuple(sorted((owned - self.owned) | (self._waiting & owned)))
         self._waiting = set(self.last.gained)
         self.owned = owned
 

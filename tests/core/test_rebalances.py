@@ -48,3 +48,29 @@ def test_an_assignment_without_a_revoke_counts_and_only_the_latest_are_kept() ->
     assert r.last.gained == (KEPT + 2,) and r.last.revoked_at is None
     r.revoked()  # a revoke without the start seen: a rebalance of its own
     assert r.count == KEPT + 4 and r.last.began_at is None
+
+
+def test_a_partition_gained_but_not_written_before_the_next_rebalance_is_still_gained() -> None:
+    """A survivor takes over 2 and 3, and the restarted worker joins before the survivor
+    wrote to them: they stay with the survivor, and their first write (what the failover
+    waits for) is timed in the rebalance it happened in."""
+    r = Rebalances(Clock())
+    r.assigned([0, 1])
+    r.wrote([0, 1])
+    r.began()
+    r.revoked()
+    r.assigned([0, 1, 2, 3])  # the peer died
+    r.recovered()
+    r.wrote([0])
+    r.began()  # it came back before a write on 2 or 3
+    r.revoked()
+    r.assigned([2, 3])
+    r.recovered()
+    r.wrote([2, 3])
+    last = r.as_dict()["recent"][-1]
+    assert last["gained"] == [2, 3]
+    assert set(last["first_write_at"]) == {"2", "3"}
+    r.began()
+    r.revoked()
+    r.assigned([2, 3, 4])  # written already: only the new one is gained
+    assert r.last.gained == (4,)
