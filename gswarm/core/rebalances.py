@@ -97,7 +97,9 @@ class Rebalances:
             return
         now = self.clock()
         for p in set(partitions) & self._waiting:
-            self.last.first_write_at[p] = now
+            # timed in the rebalance that gave it (a later one may have begun already)
+            gave = next((r for r in reversed(self.recent) if p in r.gained), self.last)
+            gave.first_write_at[p] = now
             self._waiting.discard(p)
 
     def as_dict(self) -> dict[str, Any]:

@@ -50,17 +50,24 @@ def test_an_assignment_without_a_revoke_counts_and_only_the_latest_are_kept() ->
     assert r.count == KEPT + 4 and r.last.began_at is None
 
 
-def test_a_partition_gained_but_not_written_before_the_next_rebalance_is_still_gained() -> None:
-    """A survivor takes over 2 and 3, and the restarted worker joins before the survivor
-    wrote to them: they stay with the survivor, and their first write (what the failover
-    waits for) is timed in the rebalance it happened in."""
+def _peer_died() -> Rebalances:
+    """A worker that owned 0 and 1 and wrote to them, then took over 2 and 3 from a peer
+    that died (recovered, nothing written on them yet)."""
     r = Rebalances(Clock())
     r.assigned([0, 1])
     r.wrote([0, 1])
     r.began()
     r.revoked()
-    r.assigned([0, 1, 2, 3])  # the peer died
+    r.assigned([0, 1, 2, 3])
     r.recovered()
+    return r
+
+
+def test_a_partition_gained_but_not_written_before_the_next_rebalance_is_still_gained() -> None:
+    """A survivor takes over 2 and 3, and the restarted worker joins before the survivor
+    wrote to them: they stay with the survivor, and their first write (what the failover
+    waits for) is timed in the rebalance it happened in."""
+    r = _peer_died()
     r.wrote([0])
     r.began()  # it came back before a write on 2 or 3
     r.revoked()
@@ -74,3 +81,18 @@ def test_a_partition_gained_but_not_written_before_the_next_rebalance_is_still_g
     r.revoked()
     r.assigned([2, 3, 4])  # written already: only the new one is gained
     assert r.last.gained == (4,)
+
+
+def test_a_write_between_a_rebalance_beginning_and_its_assignment_counts_for_the_last_one(
+        ) -> None:
+    """The batch in hand when the next rebalance begins still belongs to the assignment
+    before it: its writes are timed there, not in the rebalance under way."""
+    r = _peer_died()
+    r.began()  # the restarted peer joins...
+    r.wrote([2, 3])  # ...while the batch in hand is written
+    r.revoked()
+    r.assigned([2, 3])
+    took_over, under_way = r.as_dict()["recent"][-2:]
+    assert took_over["gained"] == [2, 3] and set(took_over["first_write_at"]) == {"2", "3"}
+    assert took_over["first_write_at"]["2"] > took_over["recovered_at"]
+    assert under_way["gained"] == [] and under_way["first_write_at"] == {}
