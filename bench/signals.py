@@ -20,6 +20,7 @@ what the rules add to a worker.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import Bench, stats
+from bench.common import Bench, prefill, stats
 from bench.latency import produce_now
+from bench.throughput import gswarm_ingest
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.kafka import security
@@ -154,9 +156,29 @@ def cost(rules_text: str, markets: int, ticks: int, runs: int, batch: int = 500,
             "added_pct": round(100 * (best["with_20_rules"] / best["without"] - 1), 1)}
 
 
+def worker_cost(bench: Bench, rules: Path, markets: int, ticks: int, runs: int,
+                ) -> dict[str, Any]:
+    """A lean worker's CPU per tick, ingesting the same pre-filled single ticks with the
+    20 rules and with signals off (alternating runs): what the rules add to ingest as a
+    whole (Faust, Kafka, RocksDB included), from its first fact to its last."""
+    out: dict[str, list[float]] = {"without": [], "with_20_rules": []}
+    for i in range(runs):
+        for key, path in (("without", ""), ("with_20_rules", str(rules))):
+            s = bench.settings(f"signals-cost-{i}-{'on' if path else 'off'}",
+                               signals_rules=path)
+            bench.create(s)
+            prefill(s, markets, ticks, seed=19)
+            out[key].append(round(gswarm_ingest(s, ticks)["cpu_s_per_100k_ticks"] * 10, 2))
+    median = {k: statistics.median(v) for k, v in out.items()}
+    return {"markets": markets, "ticks": ticks, "runs": runs, "cpu_us_per_tick": out,
+            "median": median,
+            "added_pct": round(100 * (median["with_20_rules"] / median["without"] - 1), 1)}
+
+
 def run(bench: Bench, rate: float, seconds: float, markets: int, ticks: int, runs: int,
         ) -> dict[str, Any]:
     rules = bench.home / "signal-rules.toml"
     rules.write_text(RULES)
     return {"rules": 20, "latency": latency(bench, rules, rate, seconds, markets),
-            "cost": cost(RULES, markets, ticks, runs)}
+            "cost": cost(RULES, markets, ticks, runs),
+            "worker_cost": worker_cost(bench, rules, markets, ticks, runs)}

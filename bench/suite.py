@@ -51,6 +51,9 @@ class Sizes:
     latency_rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0)
     latency_s: float = 15.0
     failover_runs: int = 3
+    #: (supervised, with a standby) pairs the failover part runs
+    failover_variants: tuple[tuple[bool, bool], ...] = (
+        (True, True), (True, False), (False, True), (False, False))
     failover_prefill: int = 20_000
     steady_s: float = 600.0
     steady_rate: float = 20_000.0
@@ -105,13 +108,12 @@ def part_failover(b: Bench, z: Sizes) -> dict[str, Any]:
     """Kill -9 of the leader: supervised (evicted at once) and bare (session expiry), each
     with and without a standby; every run's parts (bench/cluster.py)."""
     out: dict[str, Any] = {"prefill": z.failover_prefill}
-    for supervised in (True, False):
-        for standbys in (True, False):
-            runs = [cluster.failover(b, standbys, supervised, i, z.failover_prefill)
-                    for i in range(z.failover_runs)]
-            key = (f"{'supervised' if supervised else 'bare'}_"
-                   f"{'with' if standbys else 'without'}_standby")
-            out[key] = {"total_s": spread([r["total"] for r in runs]), "runs": runs}
+    for supervised, standbys in z.failover_variants:
+        runs = [cluster.failover(b, standbys, supervised, i, z.failover_prefill)
+                for i in range(z.failover_runs)]
+        key = (f"{'supervised' if supervised else 'bare'}_"
+               f"{'with' if standbys else 'without'}_standby")
+        out[key] = {"total_s": spread([r["total"] for r in runs]), "runs": runs}
     return out
 
 

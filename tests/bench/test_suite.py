@@ -17,6 +17,10 @@ from gswarm.kafka.broker import LocalBroker
 
 TINY = suite.Sizes(markets=20, ticks=400, ceiling_messages=2_000, runs=1, quix_runs=1, array_size=5,
                    latency_rates=(500.0,), latency_s=2.0, failover_runs=1, steady_s=3.0,
+                   # both ways a failover is detected (eviction, peer probe), both ways a
+                   # table is recovered (standby, changelog): the other two pairings only
+                   # in `make bench`
+                   failover_variants=((True, True), (False, False)), signals_s=2.0,
                    steady_rate=1_000.0,
                    failover_prefill=1_000, recovery_ticks=1_000, memory_s=3.0,
                    memory_markets=2_000, sketch_items=5_000, sketch_runs=1,
@@ -91,8 +95,9 @@ def test_queries_part_times_every_query_and_sizes_the_index(doc: dict[str, Any])
 
 def test_cluster_parts(doc: dict[str, Any]) -> None:
     parts = doc["parts"]
-    for key in ("supervised_with_standby", "supervised_without_standby",
-                "bare_with_standby", "bare_without_standby"):
+    assert set(parts["failover"]) == {"prefill", "supervised_with_standby",
+                                      "bare_without_standby"}
+    for key in ("supervised_with_standby", "bare_without_standby"):
         fo = parts["failover"][key]
         _spread_ok(fo["total_s"])
         for run in fo["runs"]:  # the parts add up to the whole, each one measured
@@ -108,6 +113,17 @@ def test_cluster_parts(doc: dict[str, Any]) -> None:
     assert rec["changelog_records"] > 0 and rec["records_per_s"] > 0
     samples = parts["memory"]["samples"]
     assert samples and all(s["rss_mb"] > 0 and s["disk_mb"] > 0 for s in samples)
+
+
+def test_signals_part_reports_latency_and_both_costs(doc: dict[str, Any]) -> None:
+    g = doc["parts"]["signals"]
+    lat = g["latency"]
+    assert lat["ticks_sent"] > 0 and lat["signals"] > 0  # the 20 rules fire on the feed
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    for cost in (g["cost"], g["worker_cost"]):
+        assert set(cost["cpu_us_per_tick"]) == {"without", "with_20_rules"}
+        assert all(v > 0 for runs in cost["cpu_us_per_tick"].values() for v in runs)
+    assert len(g["worker_cost"]["cpu_us_per_tick"]["without"]) == TINY.runs
 
 
 def test_sketch_part(doc: dict[str, Any]) -> None:
