@@ -179,11 +179,12 @@ class Settings:
         "by it; state stays exact either way).",
     )
     session_timeout_s: float = _setting(
-        "GSWARM_SESSION_TIMEOUT_S", 3.0,
+        "GSWARM_SESSION_TIMEOUT_S", 6.0,
         "How long the group waits on a silent worker before giving its partitions to the "
         "others (Kafka's session timeout, bounded below by the broker's "
-        "group.min.session.timeout.ms). A supervised cluster evicts a worker whose process "
-        "died at once, without waiting for it.",
+        "group.min.session.timeout.ms, 6 s by default). A worker whose process died is "
+        "evicted at once, without waiting for it: by its supervisor, or by a peer whose "
+        "probe it refuses (GSWARM_PEER_PROBE_S); only a silent one waits for this.",
     )
     heartbeat_s: float = _setting(
         "GSWARM_HEARTBEAT_S", 0.1,
