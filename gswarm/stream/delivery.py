@@ -55,14 +55,6 @@ What each override changes, and why Faust's contract still holds:
   busy partitions then could not be fetched again for up to 1.5 s (p50 1.2 s, p99 2.3 s
   produce -> queryable at 5k ticks/s; 0.25 s and 0.5 s with 50 ms). Only how long an empty
   fetch waits changes; what is fetched, delivered and committed does not.
-* ``RunConsumer._drain_messages`` (the loop that hands fetched records on) does not wait
-  out Faust's fixed 1 s when no partition is active. While a recovery runs every
-  partition is paused, and Faust's ``_wait_next_records`` then sleeps a whole second;
-  the partitions resumed when the recovery ends waited for that sleep (after a failover:
-  0.9-1.1 s between Faust's "Worker ready" and the first fetch). The loop polls every
-  :data:`PAUSED_POLL_S` instead, and waits :data:`FETCH_WAIT_S` (not 1 s) for records, so
-  a partition resumed during a wait is fetched soon. Only when the loop looks changes;
-  what is fetched, delivered and committed does not.
 * ``RunConsumer._commit_offsets`` first runs the app's :func:`before_commit` hooks (state
   kept in memory between commits is written to its tables there, so its changelog
   messages are produced, and then acknowledged, before the offsets they cover).
@@ -92,11 +84,6 @@ from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
 SCHEME = "gswarm"
-#: how long the drain loop waits for records before it looks at the partitions again
-#: (Faust: 1 s); records that arrive end the wait at once
-FETCH_WAIT_S = 0.2
-#: how often the drain loop looks for resumed partitions while every one is paused
-PAUSED_POLL_S = 0.02
 
 
 class MessageRun(ConsumerMessage):
@@ -358,13 +345,7 @@ class RunConsumer(aiokafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                if self.flow_active and not self._get_active_partitions():
-                    # every partition paused (a recovery under way): Faust's
-                    # _wait_next_records would sleep a whole second here, and the
-                    # partitions resumed when the recovery ends would wait for it
-                    await self.sleep(PAUSED_POLL_S)
-                    continue
-                records, active = await self._wait_next_records(FETCH_WAIT_S)
+                records, active = await self._wait_next_records(1.0)
                 generation_id = self.app.consumer_generation_id
                 await self.sleep(0)
                 if records is None or self.should_stop:
@@ -465,17 +446,11 @@ class RunConsumer(aiokafka_driver.Consumer):
 
 
 def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]:
-    """Each partition's records as one run, oldest first within a topic, round-robin over
-    topics (as Faust's scheduler).
+    """Each partition's records as one run, round-robin over topics (as Faust's scheduler).
 
     Faust interleaves topics so a busy topic cannot starve another; within a fetch, one
-    partition's records stay together here, in offset order. Within a topic, the run whose
-    first record is the oldest (Kafka timestamp) goes first, as Kafka Streams picks the
-    partition with the smallest head timestamp: when a fetch brings several partitions'
-    backlogs (after a rebalance: the partitions taken over from a dead worker, waiting
-    since its last commit), the data waiting longest is processed first. Each partition's
-    own order is untouched; the order across partitions is Kafka's to leave open.
-    Partitions come as Faust's ``TP``.
+    partition's records stay together here, in offset order. Partitions come as Faust's
+    ``TP``.
     """
     by_topic: dict[str, list[tuple[TP, list[Any]]]] = {}
     for tp, tp_records in records.items():
@@ -483,21 +458,13 @@ def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]
             # Faust's own TP, not aiokafka's: the consumer's partition sets (paused,
             # active: on_buffer_full/drop) accept nothing else
             by_topic.setdefault(tp.topic, []).append((TP(tp.topic, tp.partition), tp_records))
-    queues = [sorted(runs, key=_head_age) for runs in by_topic.values()]
     order: list[tuple[TP, list[Any]]] = []
+    queues = list(by_topic.values())
     while queues:
         for queue in queues:
             order.append(queue.pop(0))
         queues = [q for q in queues if q]
     return order
-
-
-def _head_age(run: tuple[TP, list[Any]]) -> tuple[bool, int]:
-    """Sort key: the run's first record's timestamp (runs without one last)."""
-    stamp = getattr(run[1][0], "timestamp", None)
-    if isinstance(stamp, int) and stamp >= 0:
-        return (False, stamp)
-    return (True, 0)
 
 
 class RunProducer(aiokafka_driver.Producer):
