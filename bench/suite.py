@@ -105,8 +105,9 @@ def part_latency(b: Bench, z: Sizes) -> dict[str, Any]:
 
 
 def part_failover(b: Bench, z: Sizes) -> dict[str, Any]:
-    """Kill -9 of the leader: supervised (evicted at once) and bare (session expiry), each
-    with and without a standby; every run's parts (bench/cluster.py)."""
+    """Kill -9 of the leader: supervised (evicted at once) or bare (evicted by a peer's
+    probe), with or without a standby, for each pair in ``z.failover_variants``; every
+    run's parts (bench/cluster.py)."""
     out: dict[str, Any] = {"prefill": z.failover_prefill}
     for supervised, standbys in z.failover_variants:
         runs = [cluster.failover(b, standbys, supervised, i, z.failover_prefill)

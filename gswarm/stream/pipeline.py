@@ -351,10 +351,12 @@ class Ingest:
             sought = self.rewound.get(p)
             gave_up = (sought is not None and sought[0] == want
                        and now - sought[1] > REWIND_PATIENCE_S)
-            if p in refused or (want is not None and records[0].offset > want
-                                and not gave_up):
+            if p in refused:  # a later run of a partition already refused
                 message.handed = False
-                refused.setdefault(p, want if want is not None else records[0].offset)
+                continue
+            if want is not None and records[0].offset > want and not gave_up:
+                message.handed = False
+                refused[p] = want
                 continue
             self.rewound.pop(p, None)
             expected[p] = records[-1].offset + 1
