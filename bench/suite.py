@@ -50,7 +50,7 @@ class Sizes:
     wide_runs: int = 2
     latency_rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0)
     latency_s: float = 15.0
-    failover_runs: int = 3
+    failover_runs: int = 5
     #: (supervised, with a standby) pairs the failover part runs
     failover_variants: tuple[tuple[bool, bool], ...] = (
         (True, True), (True, False), (False, True), (False, False))

@@ -26,7 +26,8 @@ What each override changes, and why Faust's contract still holds:
   one run, raced against ``suspend_flow`` exactly as Faust races one message; for any other
   partition (table changelogs during recovery, standbys, ordinary topics) it runs Faust's
   own per-message delivery, unchanged. Everything Faust checks per message is checked per
-  record or per run: flow stopped (stop), generation changed (stop), partition paused or
+  record or per run: flow stopped (stop), generation changed since the fetch began (stop;
+  Faust compares with the generation at the fetch's end), partition paused or
   revoked (skip), read offset (records before it are dropped), offset gaps (recorded for
   the commit), ``broker_commit_every``, and a seek back to the committed offsets when
   records arrive while the flow is stopped.
@@ -55,6 +56,25 @@ What each override changes, and why Faust's contract still holds:
   busy partitions then could not be fetched again for up to 1.5 s (p50 1.2 s, p99 2.3 s
   produce -> queryable at 5k ticks/s; 0.25 s and 0.5 s with 50 ms). Only how long an empty
   fetch waits changes; what is fetched, delivered and committed does not.
+* ``RunConsumer._drain_messages`` (the loop that hands fetched records on) does not wait
+  out Faust's fixed 1 s when no partition is active. While a recovery runs every
+  partition is paused, and Faust's ``_wait_next_records`` then sleeps a whole second;
+  the partitions resumed when the recovery ends waited for that sleep (after a failover:
+  0.9-1.1 s between Faust's "Worker ready" and the first fetch). The loop polls every
+  :data:`PAUSED_POLL_S` instead, and waits :data:`FETCH_WAIT_S` (not 1 s) for records, so
+  a partition resumed during a wait is fetched soon. Only when the loop looks changes;
+  what is fetched, delivered and committed does not.
+* Seeks and fetches are kept apart (:class:`Seeks`; ``RunConsumer.seek``,
+  ``seek_to_committed`` and ``seek_wait``, the three ways Faust seeks): a seek waits for
+  the fetch in flight, no fetch starts during a seek, and a fetch's records of a
+  partition sought since it began are not delivered, nor do they move the read offset.
+  Faust resumes a rebalance's partitions *before* its seek to the committed offsets, so a
+  fetch could run from the fetcher's old position (it reads ahead of what was processed)
+  and be delivered after the seek, with its last offset overwriting the read offset the
+  seek set: the agent was handed a kept partition's records from past offsets nobody
+  processed (the "rebalance skip" of issue 15). Faust's 1 s sleep made that window rare;
+  polling made it common (the stream stalled behind the agent's refusal of such runs).
+  Faust's contract is unchanged: what a seek moves back is fetched again from there.
 * ``RunConsumer._commit_offsets`` first runs the app's :func:`before_commit` hooks (state
   kept in memory between commits is written to its tables there, so its changelog
   messages are produced, and then acknowledged, before the offsets they cover).
@@ -68,11 +88,12 @@ works: each message arrives as a run of one (``RunTopic.decode``), through Faust
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import faust
@@ -84,6 +105,11 @@ from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
 SCHEME = "gswarm"
+#: how long the drain loop waits for records before it looks at the partitions again
+#: (Faust: 1 s); records that arrive end the wait at once
+FETCH_WAIT_S = 0.2
+#: how often the drain loop looks for resumed partitions while every one is paused
+PAUSED_POLL_S = 0.02
 
 
 class MessageRun(ConsumerMessage):
@@ -214,8 +240,108 @@ class RunConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         return consumer
 
 
+@dataclasses.dataclass(frozen=True)
+class SeekFence:
+    """The seeks counted per partition when a fetch began (:meth:`Seeks.fetching`)."""
+
+    each: dict[TP, int]
+
+
+class Seeks:
+    """Keeps fetches and seeks apart, and tells which fetched records a seek made stale.
+
+    Faust resumes a rebalance's partitions *before* it seeks them to their committed
+    offsets (``Recovery._resume_streams`` and ``on_recovery_completed``), and its drain
+    loop takes the consumer generation only after a fetch returns, so a fetch that ran
+    before the seek could be delivered after it: records from the position the fetcher
+    had in the last generation (past what was processed, as it reads ahead), and their
+    last offset then overwrote the read offset the seek had set. Here a seek waits for
+    the fetch in flight to return and no fetch starts while a seek runs, so every fetch
+    ran wholly before or wholly after each seek; a fetch's records of a partition sought
+    since the fetch began are dropped (the seek moved the fetch position back, so they
+    come again from where it went).
+    """
+
+    def __init__(self) -> None:
+        self._each: dict[TP, int] = {}
+        self._seeking = 0
+        self._fetching = False
+        self._no_seek = asyncio.Event()
+        self._no_fetch = asyncio.Event()
+        self._no_seek.set()
+        self._no_fetch.set()
+
+    def since(self, fence: SeekFence, tp: TP) -> bool:
+        """True if a seek of ``tp`` began since the fetch of ``fence`` began."""
+        return self._each.get(tp, 0) != fence.each.get(tp, 0)
+
+    @contextlib.asynccontextmanager
+    async def seeking(self, tps: Iterable[TP]) -> AsyncIterator[None]:
+        """Around a seek that moves ``tps``."""
+        # counted at once: records fetched before this point are stale for ``tps``
+        for tp in tps:
+            key = TP(tp.topic, tp.partition)
+            self._each[key] = self._each.get(key, 0) + 1
+        self._seeking += 1  # from now on no fetch starts
+        self._no_seek.clear()
+        try:
+            while self._fetching:  # the fetch in flight returns first
+                await self._no_fetch.wait()
+            yield
+        finally:
+            self._seeking -= 1
+            if not self._seeking:
+                self._no_seek.set()
+
+    @contextlib.asynccontextmanager
+    async def fetching(self) -> AsyncIterator[SeekFence]:
+        """Around a fetch: waits for seeks under way; yields the fence to check runs by."""
+        while self._seeking:
+            await self._no_seek.wait()
+        self._fetching = True
+        self._no_fetch.clear()
+        try:
+            yield SeekFence(dict(self._each))
+        finally:
+            self._fetching = False
+            self._no_fetch.set()
+
+
 class RunConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer with run delivery for partitions read by run topics."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seeks = Seeks()
+
+    # Every seek goes through one of these three (see :class:`Seeks`).
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Faust's seek of every assigned partition to its committed offset; one with none
+        goes to the beginning, where the group starts it (``consumer_auto_offset_reset``
+        "earliest", Gswarm's setting).
+
+        aiokafka's ``seek_to_committed`` leaves a partition with no committed offset (or
+        0) where its fetcher is, so records fetched before it and dropped here as stale
+        (see :class:`Seeks`) would never come again. Table changelogs (never committed;
+        recovery and standbys place them with ``seek_wait``) are not moved, and their
+        records are not stale for this seek.
+        """
+        moved = {tp for tp in self.assignment() if not self._is_changelog_tp(tp)}
+        async with self._seeks.seeking(moved):
+            committed = await super().seek_to_committed()
+            unset = [tp for tp, offset in committed.items()
+                     if (not offset or offset <= 0) and not self._is_changelog_tp(tp)]
+            if unset and self.app.conf.consumer_auto_offset_reset == "earliest":
+                await self._thread.seek_to_beginning(*unset)
+            return committed
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        async with self._seeks.seeking((partition,)):
+            await super().seek(partition, offset)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        async with self._seeks.seeking(partitions):
+            await super().seek_wait(partitions)
 
     def _new_consumer_thread(self) -> RunConsumerThread:
         return RunConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -345,8 +471,22 @@ class RunConsumer(aiokafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records, active = await self._wait_next_records(1.0)
-                generation_id = self.app.consumer_generation_id
+                if not self.flow_active:  # as Faust's _wait_next_records
+                    await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+                async with self._seeks.fetching() as fence:
+                    # the generation the fetch began in (Faust reads it after the fetch,
+                    # so records fetched across a rebalance passed as the new one's)
+                    generation_id = self.app.consumer_generation_id
+                    active = None if self.app.client_only else self._get_active_partitions()
+                    idle = active is not None and not active
+                    records = {} if idle else await self._getmany(
+                        active_partitions=active, timeout=FETCH_WAIT_S)
+                if idle:
+                    # every partition paused (a recovery under way): Faust's
+                    # _wait_next_records sleeps a whole second here, and the partitions
+                    # resumed when the recovery ends waited for it
+                    await self.sleep(PAUSED_POLL_S)
+                    continue
                 await self.sleep(0)
                 if records is None or self.should_stop:
                     continue
@@ -362,11 +502,13 @@ class RunConsumer(aiokafka_driver.Consumer):
                     if not (active is None or tp in active
                             or tp in self._buffered_partitions):
                         continue
+                    if self._seeks.since(fence, tp):
+                        continue  # fetched before a seek: comes again from where it went
                     self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     if conductor.takes_runs(tp):
-                        await self._deliver_run(tp, tp_records, generation_id)
+                        await self._deliver_run(tp, tp_records, generation_id, fence)
                     else:
-                        await self._deliver_each(tp, tp_records)
+                        await self._deliver_each(tp, tp_records, fence)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -419,7 +561,8 @@ class RunConsumer(aiokafka_driver.Consumer):
             self._n_acked = 0
             await self.commit()
 
-    async def _deliver_run(self, tp: TP, records: Sequence[Any], generation_id: int) -> None:
+    async def _deliver_run(self, tp: TP, records: Sequence[Any], generation_id: int,
+                           fence: SeekFence) -> None:
         fresh, gaps = self._fresh(tp, records)
         if not fresh:
             return
@@ -427,13 +570,14 @@ class RunConsumer(aiokafka_driver.Consumer):
         conductor = cast(RunConductor, self.app.topics)
         await self.wait_first(conductor.on_run(tp, fresh, generation_id),
                               self.suspend_flow.wait())
-        self._read_offset[tp] = fresh[-1].offset
+        if not self._seeks.since(fence, tp):  # a seek meanwhile set the read offset
+            self._read_offset[tp] = fresh[-1].offset
 
-    async def _deliver_each(self, tp: TP, records: Sequence[Any]) -> None:
+    async def _deliver_each(self, tp: TP, records: Sequence[Any], fence: SeekFence) -> None:
         """Faust's own per-message delivery (conductor callback raced against suspend)."""
         callback = self.callback
         for record in records:
-            if not self.flow_active:
+            if not self.flow_active or self._seeks.since(fence, tp):
                 return
             fresh, gaps = self._fresh(tp, (record,))
             if not fresh:
@@ -442,15 +586,22 @@ class RunConsumer(aiokafka_driver.Consumer):
             await self._before_delivery(tp, gaps)
             await self.wait_first(callback(self._to_message(tp, record)),
                                   self.suspend_flow.wait())
-            self._read_offset[tp] = record.offset
+            if not self._seeks.since(fence, tp):
+                self._read_offset[tp] = record.offset
 
 
 def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]:
-    """Each partition's records as one run, round-robin over topics (as Faust's scheduler).
+    """Each partition's records as one run, oldest first within a topic, round-robin over
+    topics (as Faust's scheduler).
 
     Faust interleaves topics so a busy topic cannot starve another; within a fetch, one
-    partition's records stay together here, in offset order. Partitions come as Faust's
-    ``TP``.
+    partition's records stay together here, in offset order. Within a topic, the run whose
+    first record is the oldest (Kafka timestamp) goes first, as Kafka Streams picks the
+    partition with the smallest head timestamp: when a fetch brings several partitions'
+    backlogs (after a rebalance: the partitions taken over from a dead worker, waiting
+    since its last commit), the data waiting longest is processed first. Each partition's
+    own order is untouched; the order across partitions is Kafka's to leave open.
+    Partitions come as Faust's ``TP``.
     """
     by_topic: dict[str, list[tuple[TP, list[Any]]]] = {}
     for tp, tp_records in records.items():
@@ -458,13 +609,21 @@ def runs_in_order(records: Mapping[TP, list[Any]]) -> list[tuple[TP, list[Any]]]
             # Faust's own TP, not aiokafka's: the consumer's partition sets (paused,
             # active: on_buffer_full/drop) accept nothing else
             by_topic.setdefault(tp.topic, []).append((TP(tp.topic, tp.partition), tp_records))
+    queues = [sorted(runs, key=_head_age) for runs in by_topic.values()]
     order: list[tuple[TP, list[Any]]] = []
-    queues = list(by_topic.values())
     while queues:
         for queue in queues:
             order.append(queue.pop(0))
         queues = [q for q in queues if q]
     return order
+
+
+def _head_age(run: tuple[TP, list[Any]]) -> tuple[bool, int]:
+    """Sort key: the run's first record's timestamp (runs without one last)."""
+    stamp = getattr(run[1][0], "timestamp", None)
+    if isinstance(stamp, int) and stamp >= 0:
+        return (False, stamp)
+    return (True, 0)
 
 
 class RunProducer(aiokafka_driver.Producer):

@@ -327,8 +327,10 @@ class Ingest:
 
         Offsets of the tick topic are contiguous, so a run that starts past the next offset
         this worker expects on its partition was handed over messages nobody delivered
-        (the rebalance skip: a run fetched in one consumer generation and dropped in the
-        next, with no seek back). Processing it would apply later ticks without the
+        (the rebalance skip: a fetch from a kept partition's old position delivered after
+        the rebalance's seek; the run delivery now keeps fetches and seeks apart,
+        :class:`gswarm.stream.delivery.Seeks`, and this check stays as the backstop).
+        Processing it would apply later ticks without the
         earlier ones, and the earlier ones, arriving later, would count as redelivered: a
         loss. Such a run, and the partition's later runs in the batch, are not processed
         and not acked (``handed`` false, see :meth:`RunConsumer.ack_run`); the partition is

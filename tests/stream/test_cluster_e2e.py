@@ -139,18 +139,10 @@ def test_kill_9_one_of_two_workers_survivor_takes_over(
         record("failover-kill-one-of-two-state", survivor=sketch_digests(survivor),
                calm=sketch_digests(calm), stats=survivor.get("/api/stats"))
     got, want = sketch_digests(survivor), sketch_digests(calm)
-    short = {p: want[p][1] - got[p][1] for p in want if got[p] != want[p]}
+    # The rebalance skip once lost ticks here: a fetch from a kept partition's old position
+    # delivered after the seek to its committed offset (see gswarm.stream.delivery.Seeks).
     skipped = survivor.get("/api/stats")["offsets_skipped"]
-    if short and all(n > 0 for n in short.values()) and sum(short.values()) <= skipped:
-        # Known Faust behaviour, not yet understood (see the issue notes): after a
-        # rebalance, a worker can be handed a kept partition's messages from past ones it
-        # never saw (its offset watch counts them in offsets_skipped), and those ticks are
-        # lost. Awaiting changelog acks inside the batch made it happen in 3 of 4 runs;
-        # that await is gone and none were seen since. Reported as an expected failure
-        # with its figures so it stays visible; a shortfall the skips do not explain, or
-        # any other difference, fails the test.
-        pytest.xfail(f"known rebalance loss: ticks short per partition {short}, "
-                     f"offsets never delivered to the survivor: {skipped}")
+    assert skipped == 0, f"offsets never delivered to the survivor: {skipped}"
     assert got == want
     same_state(survivor, calm, markets())
 
@@ -236,11 +228,17 @@ def test_the_supervisor_evicts_a_dead_worker_before_its_session_expires(
         wait_for(lambda: sketched(*views) >= N, 180, "the whole stream ingested")
         assert sketch_digests(*views) == sketch_digests(calm)
 
+        seen: list[Any] = []
+
         def standbys_caught_up() -> bool:  # each worker keeps a replica of the other's
             behind = [v.get("/api/cluster")["standby_behind"] for v in views]
+            seen[:] = behind
             return all(b and max(b.values()) < STANDBY_BUFFER for b in behind)
 
-        wait_for(standbys_caught_up, 60, "every standby replica caught up")
+        try:
+            wait_for(standbys_caught_up, 60, "every standby replica caught up")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; records still to apply, per worker: {seen}") from None
     finally:
         cluster.down(s)
 
