@@ -33,7 +33,9 @@ What each override changes, and why Faust's contract still holds:
   records arrive while the flow is stopped.
 * ``RunConductor.on_run``: takes the same flow-control and producer-ebb waits as Faust's
   per-message handler, then puts one event per subscribing channel; a full queue blocks
-  delivery (back-pressure) and pauses the partition's fetching as Faust does.
+  delivery (back-pressure) and pauses the partition's fetching as Faust does. A put that a
+  rebalance cancels by clearing the queue drops the run, unacked (Faust's fetcher died of
+  it); the rebalance's seek brings it again.
 * :class:`MessageRun`: tracked, counted by sensors and acked once per run. Its final ack
   marks every offset of the run acked at once (``RunConsumer.ack_run``) under Faust's
   ``ack_lock``, with Faust's own rules (not below the committed offset, not twice), so
@@ -199,12 +201,13 @@ class RunConductor(Conductor):
         return bool(channels) and all(
             getattr(channel, "delivers_runs", False) for channel in channels)
 
-    async def on_run(self, tp: TP, records: Sequence[Any], generation_id: int | None) -> None:
-        """Deliver ``records`` (one partition, offset order) as one event per channel."""
+    async def on_run(self, tp: TP, records: Sequence[Any], generation_id: int | None) -> bool:
+        """Deliver ``records`` (one partition, offset order) as one event per channel;
+        False if they were dropped instead (a rebalance cleared a full channel)."""
         async with self._tp_to_callback_lock:
             channels = list(self._tp_index.get(tp) or ())
         if not channels:
-            return
+            return True
         app = self.app
         await app.flow_control.acquire()
         await app.producer.buffer.wait_until_ebb()
@@ -224,10 +227,22 @@ class RunConductor(Conductor):
             queue = channel.queue
             if queue.full():
                 app.sensors.on_topic_buffer_full(tp)
-                await channel.put(event)
+                try:
+                    await channel.put(event)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this delivery is cancelled (flow suspended, stopping)
+                    # The queue was cleared for a rebalance (ThrowableQueue.clear cancels
+                    # the puts waiting on it). Faust's fetcher took that for its own
+                    # cancellation and died ("no attribute 'wakeup'"). The run is dropped,
+                    # unacked: the rebalance seeks its partition back to the committed
+                    # offset and it comes again.
+                    return False
             else:
                 queue.put_nowait_enhanced(event, on_pressure_high=on_pressure_high,
                                           on_pressure_drop=on_pressure_drop)
+        return True
 
 
 class RunConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -568,10 +583,13 @@ class RunConsumer(aiokafka_driver.Consumer):
             return
         await self._before_delivery(tp, gaps)
         conductor = cast(RunConductor, self.app.topics)
-        await self.wait_first(conductor.on_run(tp, fresh, generation_id),
-                              self.suspend_flow.wait())
-        if not self._seeks.since(fence, tp):  # a seek meanwhile set the read offset
-            self._read_offset[tp] = fresh[-1].offset
+        delivery = await self.wait_first(conductor.on_run(tp, fresh, generation_id),
+                                         self.suspend_flow.wait())
+        if delivery.stopped or self._seeks.since(fence, tp):
+            return  # a seek meanwhile set the read offset
+        if any(result is False for result in delivery.results):
+            return  # dropped by a rebalance: comes again from the committed offset
+        self._read_offset[tp] = fresh[-1].offset
 
     async def _deliver_each(self, tp: TP, records: Sequence[Any], fence: SeekFence) -> None:
         """Faust's own per-message delivery (conductor callback raced against suspend)."""
