@@ -108,8 +108,9 @@ from mode.utils.futures import notify
 
 SCHEME = "gswarm"
 #: how long the drain loop waits for records before it looks at the partitions again
-#: (Faust: 1 s); records that arrive end the wait at once
-FETCH_WAIT_S = 0.2
+#: (Faust: 1 s); records that arrive end the wait at once. A seek waits for the fetch in
+#: flight (:class:`Seeks`), and a recovery seeks three times, so this bounds each wait.
+FETCH_WAIT_S = 0.05
 #: how often the drain loop looks for resumed partitions while every one is paused
 PAUSED_POLL_S = 0.02
 
