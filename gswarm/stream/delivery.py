@@ -196,6 +196,10 @@ class RunConductor(Conductor):
         self._handoff = RunHandoff()
         app.sensors.add(self._handoff)
 
+    def subscribed(self, tp: TP) -> bool:
+        """True if a channel reads ``tp`` (an agent's topic, not Faust's leader topic)."""
+        return bool(self._tp_index.get(TP(tp.topic, tp.partition)))
+
     def takes_runs(self, tp: TP) -> bool:
         """True if every channel subscribed to ``tp`` is a :class:`RunTopic`."""
         channels = self._tp_index.get(tp) or ()
@@ -338,17 +342,25 @@ class RunConsumer(aiokafka_driver.Consumer):
 
         aiokafka's ``seek_to_committed`` leaves a partition with no committed offset (or
         0) where its fetcher is, so records fetched before it and dropped here as stale
-        (see :class:`Seeks`) would never come again. Table changelogs (never committed;
-        recovery and standbys place them with ``seek_wait``) are not moved, and their
-        records are not stale for this seek.
+        (see :class:`Seeks`) would never come again. Only partitions an agent reads
+        count: table changelogs (never committed; recovery and standbys place them with
+        ``seek_wait``) and Faust's leader topic (read by no one; asking for its beginning
+        hung a worker whose broker had moved its leader) are left as Faust leaves them,
+        and their records are not stale for this seek.
         """
-        moved = {tp for tp in self.assignment() if not self._is_changelog_tp(tp)}
+        conductor = cast(RunConductor, self.app.topics)
+        moved = {tp for tp in self.assignment()
+                 if not self._is_changelog_tp(tp) and conductor.subscribed(tp)}
         async with self._seeks.seeking(moved):
             committed = await super().seek_to_committed()
             unset = [tp for tp, offset in committed.items()
-                     if (not offset or offset <= 0) and not self._is_changelog_tp(tp)]
+                     if (not offset or offset <= 0) and TP(tp.topic, tp.partition) in moved]
             if unset and self.app.conf.consumer_auto_offset_reset == "earliest":
-                await self._thread.seek_to_beginning(*unset)
+                try:
+                    await asyncio.wait_for(self._thread.seek_to_beginning(*unset),
+                                           self.app.conf.broker_request_timeout)
+                except Exception as exc:  # as a failed seek in Faust: logged, not raised
+                    self.log.warning("could not seek %s to their beginning: %r", unset, exc)
             return committed
 
     async def seek(self, partition: TP, offset: int) -> None:
