@@ -133,7 +133,7 @@ class Segment:
     trader: list[str]
     outcome: list[str]
     alpha: NDArray[np.float32]  # (n, DIM) unit vectors
-    record: bytes  # the encoded market record after this segment
+    record: bytes  # the encoded market record after this segment (b"": none, see pieces)
     #: signals its ticks fired (JSON documents, :mod:`gswarm.core.signals`): stored as
     #: ``G`` keys, in the same changelog message as the record whose state follows them
     signals: list[dict[str, Any]] = field(default_factory=list)
@@ -250,7 +250,19 @@ MAX_SEGMENT_TICKS = 2000
 
 
 def pieces(segment: Segment, most: int = MAX_SEGMENT_TICKS) -> list[Segment]:
-    """``segment`` as segments of at most ``most`` ticks, in order, each with its record."""
+    """``segment`` as segments of at most ``most`` ticks, in order; only the last carries
+    the market record (the others carry none: ``record`` is empty).
+
+    A record claims every tick up to its last offset as applied (a recovery takes the
+    last record it reads and skips redelivered offsets up to it). If every piece carried
+    the batch's final record, a worker killed after its first piece reached the changelog
+    but before the rest did would leave a changelog whose record claims ticks it does not
+    hold, and a worker recovering from it would skip them. A piece without a record
+    claims nothing: from such a changelog the market's last record is the one before the
+    batch, the batch's offsets (never committed: offsets wait for the changelog's acks)
+    are processed again from there, and the same ticks make the same first pieces under
+    the same keys.
+    """
     n = len(segment.ts)
     if n <= most:
         return [segment]
@@ -262,7 +274,7 @@ def pieces(segment: Segment, most: int = MAX_SEGMENT_TICKS) -> list[Segment]:
             market=segment.market, ts=segment.ts[i:i + most], seq=seq,
             prob=segment.prob[i:i + most], volume=segment.volume[i:i + most],
             trader=segment.trader[i:i + most], outcome=segment.outcome[i:i + most],
-            alpha=segment.alpha[i:i + most], record=segment.record,
+            alpha=segment.alpha[i:i + most], record=segment.record if i + most >= n else b"",
             # each signal goes with the piece holding the tick that fired it
             signals=[g for g in segment.signals if first <= g["seq"] <= last],
         ))

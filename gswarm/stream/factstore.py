@@ -116,4 +116,5 @@ def _expand(
         segment = Segment.decode(value)
     for k, v in segment.datoms():
         batch.put(k, v)
-    batch.put(market_key(segment.market), segment.record)
+    if segment.record:  # all but the last piece of a large batch carry none (``pieces``)
+        batch.put(market_key(segment.market), segment.record)

@@ -75,7 +75,7 @@ def test_plan_prune_keeps_each_markets_newest_segment() -> None:
     assert plan_prune([], 1000) == []
 
 
-def test_pieces_keep_every_tick_in_order_with_the_record() -> None:
+def test_pieces_keep_every_tick_in_order_and_only_the_last_the_record() -> None:
     n, dim = 7, 3
     seg = Segment(
         market="m", ts=np.arange(n, dtype=np.int64), seq=np.arange(n, dtype=np.uint64) + 10,
@@ -85,7 +85,7 @@ def test_pieces_keep_every_tick_in_order_with_the_record() -> None:
     parts = pieces(seg, most=3)
     assert [len(p.ts) for p in parts] == [3, 3, 1]
     assert [d for p in parts for d in p.datoms()] == seg.datoms()
-    assert all(p.record == b"rec" for p in parts)
+    assert [p.record for p in parts] == [b"", b"", b"rec"]  # the others claim no tick
     assert [p.key for p in parts] == [segment_key("m", 0, 10), segment_key("m", 3, 13),
                                       segment_key("m", 6, 16)]
     assert pieces(seg, most=7) == [seg]

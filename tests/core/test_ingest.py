@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gswarm.core.facts import Segment, pieces
 from gswarm.core.ingest import Applied, Arrival, MarketRecord, apply_ticks
 from gswarm.core.ticks import Tick
 
@@ -64,3 +65,24 @@ def test_duplicate_bets_within_one_batch_collapse_for_few_and_many_arrivals() ->
     assert few.skipped == 1 and few.record.n == 2
     assert many.skipped == 2 and many.record.n == 4  # ticks without an id always count
     assert [a.offset for a in many.counted] == [1, 4, 5]
+
+
+def test_a_changelog_holding_only_the_first_piece_of_a_large_batch_loses_no_tick() -> None:
+    """A worker killed after the first piece of a large segment reached the changelog and
+    before the rest did: a worker recovering from that changelog applies the batch again
+    (its offsets were never committed) and ends with the facts and record of a calm run."""
+    before = apply_ticks(None, "m", [Arrival(0, 0, tick(500, 0.5))])
+    batch = [Arrival(1 + i, 0, tick(1000 + i, 0.2 + (i % 7) / 10)) for i in range(8)]
+    calm = apply_ticks(before.record, "m", batch)
+    assert before.segment is not None and calm.segment is not None
+    parts = pieces(calm.segment, most=3)
+    survived: list[Segment] = [before.segment, parts[0]]
+    # a recovery takes the last record it reads
+    record = MarketRecord.decode([s.record for s in survived if s.record][-1])
+    again = apply_ticks(record, "m", batch)  # the batch is delivered again
+    assert again.segment is not None and again.skipped == 0
+    redone = pieces(again.segment, most=3)
+    assert redone[0].key == parts[0].key and redone[0].encode() == parts[0].encode()
+    recovered = {k: v for s in survived + redone for k, v in s.datoms()}
+    assert recovered == {k: v for s in [before.segment, *parts] for k, v in s.datoms()}
+    assert again.record.encode() == calm.record.encode()

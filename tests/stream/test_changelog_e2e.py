@@ -8,13 +8,15 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from gswarm.config import Settings
+from gswarm.core.facts import MAX_SEGMENT_TICKS
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.runner import WorkerProcess
-from tests.stream.conftest import produce_ticks, wait_consumed, wait_for
+from tests.stream.conftest import produce_messages, produce_ticks, wait_consumed, wait_for
 from tests.stream.truth import ground_truth
 
 pytestmark = pytest.mark.timeout(300)
@@ -88,3 +90,34 @@ def test_restart_from_changelog_gives_the_same_later_vectors(
         latest = w2.get(f"/api/markets/{market}")
         assert latest["alpha"] == truth.records[market].latest["alpha"]
         assert latest["ticks"] == truth.records[market].n
+
+
+def test_a_market_with_more_ticks_in_a_batch_than_a_segment_holds(
+    app_settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    """A batch with over MAX_SEGMENT_TICKS ticks of one market is written in pieces (only
+    the last with the market record); every tick is queryable, and a worker recovering
+    from the changelog alone answers the same."""
+    ticks = [{**t, "market": "big"} for t in synthetic_ticks(markets=1, count=6000, seed=5)]
+    step = MAX_SEGMENT_TICKS + 500  # each message alone is more than one segment holds
+    messages = [(b"big", orjson.dumps(ticks[i:i + step])) for i in range(0, len(ticks), step)]
+    w1 = workers(app_settings, "w1")
+    asyncio.run(produce_messages(app_settings, messages))
+    stats = wait_consumed(w1, len(ticks), field="ticks")
+    assert stats["segments"] > len(messages)  # written in pieces
+    truth = ground_truth(ticks).records["big"]
+
+    def answers(worker: WorkerProcess) -> tuple[int, list[float]]:
+        got = worker.get("/api/markets/big/history?attr=tick/probability&limit=10000")
+        latest = worker.get("/api/markets/big")
+        assert latest["alpha"] == truth.latest["alpha"]
+        return latest["ticks"], sorted(p["value"] for p in got["points"])
+
+    calm = answers(w1)
+    assert calm == (len(ticks), sorted(t["prob"] for t in ticks))
+    w1.stop()
+    shutil.rmtree(w1.datadir)  # nothing local: state must come back from the changelog
+    w2 = workers(app_settings, "w2")
+    wait_for(lambda: w2.get("/api/markets/big").get("ticks") == len(ticks), 90,
+             "the market recovered")
+    assert answers(w2) == calm
