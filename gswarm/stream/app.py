@@ -17,6 +17,10 @@ from gswarm.web.middleware import json_errors
 settings = Settings.from_env()
 
 
+#: how often a worker's consumer re-reads the cluster's metadata (see make_app)
+METADATA_MAX_AGE_MS = 10_000
+
+
 def make_app(s: Settings) -> faust.App:
     """A Faust app tuned for Gswarm: RocksDB tables, fast failure detection, loopback web."""
     return faust.App(
@@ -34,6 +38,14 @@ def make_app(s: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         producer_acks=-1,  # acks=all: a changelog write is acknowledged once replicated
         consumer_auto_offset_reset="earliest",
+        # aiokafka refreshes its metadata when a fetch or a send meets a moved leader, but
+        # not when a partition's position reset (ListOffsets) does: it retries the old
+        # leader until the periodic refresh, 5 min by default. Fresh workers of the chaos
+        # soak that read their metadata just before a restarted broker took its leaders
+        # back retried so for exactly 5 min (Faust's leader topic, which has no committed
+        # offset), and their recovery seek never finished meanwhile. A 10 s refresh bounds
+        # that wait well inside the seek's limit (RunConsumer.seek_to_committed).
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         # a killed worker is noticed within the session timeout (the local broker allows
         # >= 1 s); a supervised one is evicted at once (gswarm.kafka.groups.evict)
         broker_session_timeout=s.session_timeout_s,

@@ -77,6 +77,11 @@ What each override changes, and why Faust's contract still holds:
   processed (the "rebalance skip" of issue 15). Faust's 1 s sleep made that window rare;
   polling made it common (the stream stalled behind the agent's refusal of such runs).
   Faust's contract is unchanged: what a seek moves back is fetched again from there.
+* ``RunConsumer.seek_to_committed`` crashes the worker (``app.crash``, as Faust does when a
+  rebalance callback fails) if the seek takes over :data:`SEEK_LIMIT_SHARE` of
+  ``broker_request_timeout``. Faust's recovery waits that long for it and then ends its
+  task with ``ServiceStopped``: the worker stayed up, never ready, never consuming (twice
+  in the chaos soak). A crash is seen, and the supervisor starts the worker again.
 * ``RunConsumer._commit_offsets`` first runs the app's :func:`before_commit` hooks (state
   kept in memory between commits is written to its tables there, so its changelog
   messages are produced, and then acknowledged, before the offsets they cover).
@@ -327,6 +332,14 @@ class Seeks:
             self._no_fetch.set()
 
 
+#: the share of Faust's ``broker_request_timeout`` a seek to the committed offsets may take
+SEEK_LIMIT_SHARE = 0.8
+
+
+class SeekTimeout(Exception):
+    """A seek to the committed offsets did not finish in time (the worker crashes)."""
+
+
 class RunConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer with run delivery for partitions read by run topics."""
 
@@ -348,6 +361,20 @@ class RunConsumer(aiokafka_driver.Consumer):
         hung a worker whose broker had moved its leader) are left as Faust leaves them,
         and their records are not stale for this seek.
         """
+        # Faust's recovery gives this seek ``broker_request_timeout``; past it the recovery
+        # task ends (ServiceStopped) and the worker never gets ready, without a word. So
+        # a seek that cannot finish crashes the worker first, as Faust does when a
+        # rebalance callback fails: the supervisor starts it again, with fresh metadata.
+        limit = SEEK_LIMIT_SHARE * self.app.conf.broker_request_timeout
+        try:
+            return await asyncio.wait_for(self._seek_to_committed(), limit)
+        except TimeoutError:
+            reason = SeekTimeout(f"the seek of the stream partitions to their committed "
+                                 f"offsets took over {limit:.0f} s")
+            await self.app.crash(reason)
+            raise reason from None
+
+    async def _seek_to_committed(self) -> Mapping[TP, int]:
         conductor = cast(RunConductor, self.app.topics)
         moved = {tp for tp in self.assignment()
                  if not self._is_changelog_tp(tp) and conductor.subscribed(tp)}
@@ -356,9 +383,11 @@ class RunConsumer(aiokafka_driver.Consumer):
             unset = [tp for tp, offset in committed.items()
                      if (not offset or offset <= 0) and TP(tp.topic, tp.partition) in moved]
             if unset and self.app.conf.consumer_auto_offset_reset == "earliest":
+                # within the whole seek's limit: a reset that cannot finish yet stays
+                # requested (aiokafka fetches nothing of the partition before it is done)
+                bound = SEEK_LIMIT_SHARE / 2 * self.app.conf.broker_request_timeout
                 try:
-                    await asyncio.wait_for(self._thread.seek_to_beginning(*unset),
-                                           self.app.conf.broker_request_timeout)
+                    await asyncio.wait_for(self._thread.seek_to_beginning(*unset), bound)
                 except Exception as exc:  # as a failed seek in Faust: logged, not raised
                     self.log.warning("could not seek %s to their beginning: %r", unset, exc)
             return committed

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
+import faust
+import pytest
 from faust.types import TP
 
-from gswarm.stream.delivery import Seeks
+from gswarm.stream.delivery import RunConsumer, Seeks, SeekTimeout
 
 A, B = TP("ticks", 0), TP("ticks", 1)
 
@@ -81,3 +83,18 @@ async def test_a_seek_under_way_makes_only_its_partitions_stale() -> None:
     async with seeks.seeking((B,)):
         assert seeks.since(fence, B) and not seeks.since(fence, A)
     assert seeks.since(fence, B) and not seeks.since(fence, A)
+
+
+async def test_a_seek_that_cannot_finish_crashes_the_worker_instead_of_hanging_it() -> None:
+    """Faust's recovery waits ``broker_request_timeout`` for its seek and then ends
+    without a word, leaving a worker that never consumes (the chaos soak's hung cold
+    recovery); the seek gives up first and crashes the worker, so it is restarted."""
+    app = faust.App("seek-limit-unit", broker="gswarm://127.0.0.1:1", store="memory://",
+                    broker_request_timeout=0.5)
+    consumer = app.consumer
+    assert isinstance(consumer, RunConsumer)
+    consumer.assignment = lambda: {A}  # type: ignore[method-assign]  # nothing is started
+    async with consumer._seeks.fetching():  # a fetch in flight that does not return
+        with pytest.raises(SeekTimeout):
+            await asyncio.wait_for(consumer.seek_to_committed(), 5.0)
+    assert isinstance(app.crash_reason, SeekTimeout)
