@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from bench.common import stop_on_sigterm
 from gswarm import cluster as supervisor
 from gswarm.config import PROJECT_ROOT, Settings
 from gswarm.feeds.synthetic import synthetic_ticks
@@ -64,6 +65,7 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 RETENTION_S = 600.0
 PHASE_A_SHARE = 0.3  # of the stream, before the prune
 MARKETS = 300
+WORKER_WAIT_S = 30.0  # a scheduled kill waits this long for a worker to be up
 Message = tuple[bytes, bytes, dict[str, bytes] | None]  # key, value, headers
 
 
@@ -263,17 +265,26 @@ class Chaos:
             self.error = exc
 
     def kill_worker(self, at: float) -> None:
-        state = supervisor.read_state(self.s)
-        alive = [w for w in (state or {}).get("workers", []) if w.get("pid")]
-        if not alive:
-            return
-        target = self.rng.choice(alive)
-        try:
-            os.kill(int(target["pid"]), signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        self.events.append({"t": round(at, 1), "kill": target["name"], "pid": target["pid"]})
-        self.log(f"chaos: {at:6.1f}s kill -9 {target['name']} (pid {target['pid']})")
+        """Kill -9 a random live worker; if none is up (all being restarted), the first
+        to come back, so every scheduled kill happens."""
+        deadline = time.monotonic() + WORKER_WAIT_S
+        while time.monotonic() < deadline and not self.stop.is_set():
+            state = supervisor.read_state(self.s)
+            alive = [w for w in (state or {}).get("workers", []) if w.get("pid")]
+            if alive:
+                target = self.rng.choice(alive)
+                try:
+                    os.kill(int(target["pid"]), signal.SIGKILL)
+                except ProcessLookupError:  # died since the state was written
+                    pass
+                else:
+                    self.events.append({"t": round(at, 1), "kill": target["name"],
+                                        "pid": target["pid"]})
+                    self.log(f"chaos: {at:6.1f}s kill -9 {target['name']} "
+                             f"(pid {target['pid']})")
+                    return
+            time.sleep(0.2)
+        self.log(f"chaos: {at:6.1f}s no live worker to kill within {WORKER_WAIT_S:.0f} s")
 
     def kill_broker(self, at: float) -> None:
         node = self.rng.randrange(len(self.cluster.nodes))
@@ -436,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     (PROJECT_ROOT / ".gswarm" / "bench").mkdir(parents=True, exist_ok=True)
     results = []
     for run in range(args.runs):

@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -33,6 +34,15 @@ from gswarm.runner import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a CI runner, ``gswarm bench`` passing one on) unwind like
+    Ctrl-C, so the finally blocks stop the brokers and workers a run started, by PID."""
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str = "condition",

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import ceiling, cluster, latency, queries, signals, sketches, throughput
-from bench.common import RESULTS, ROOT, Bench, bench_session, machine, spread, today
+from bench.common import (
+    RESULTS,
+    ROOT,
+    Bench,
+    bench_session,
+    machine,
+    spread,
+    stop_on_sigterm,
+    today,
+)
 from bench.report import render, update_markdown
 
 
@@ -186,10 +194,6 @@ def merge(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "part_seconds": {**old.get("part_seconds", {}), **doc["part_seconds"]}}
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gswarm bench", description=__doc__.split("\n\n")[0])
     p.add_argument("parts", nargs="*", metavar="PART",
@@ -206,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     parts = args.parts or list(PARTS)
-    # SIGTERM (`timeout`, a CI runner) unwinds like Ctrl-C, so the broker and workers
-    # this run started are stopped by their finally blocks instead of left running
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     # producers to a topic created a moment ago retry until its leaders are elected; the
     # retries are expected, their warnings are noise here
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

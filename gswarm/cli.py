@@ -753,6 +753,7 @@ def bench_cmd(args: tuple[str, ...]) -> None:
     --seed N --runs N]`. Needs a source checkout (the suite lives in bench/, not in the
     package) and `pip install -e ".[bench]"` for the Quix Streams peer and DataSketches.
     """
+    import signal
     import subprocess
 
     from gswarm.config import PROJECT_ROOT
@@ -764,6 +765,15 @@ def bench_cmd(args: tuple[str, ...]) -> None:
         filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     # `gswarm bench chaos [--seconds ...]`: the chaos soak (bench/chaos.py), not a suite part
     module, rest = ("bench.chaos", args[1:]) if args[:1] == ("chaos",) else ("bench.suite", args)
-    done = subprocess.run([sys.executable, "-m", module, *rest], cwd=PROJECT_ROOT,
-                          env=env, check=False)
-    sys.exit(done.returncode)
+    child = subprocess.Popen([sys.executable, "-m", module, *rest], cwd=PROJECT_ROOT, env=env)
+    # Ctrl-C reaches the suite too (same process group): it stops the brokers and workers
+    # it started, by PID, and exits. ``subprocess.run`` would SIGKILL it 0.25 s after the
+    # interrupt, before that cleanup ran, and leave them all running; so wait it out here.
+    # A SIGTERM sent to this process alone is passed on.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    sys.exit(code)
