@@ -21,6 +21,8 @@ from tests.stream.truth import ground_truth
 
 pytestmark = pytest.mark.timeout(300)
 
+BIG = MAX_SEGMENT_TICKS + 500  # ticks of one market in one message
+
 
 async def changelog_messages(settings: Settings) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None)
@@ -71,16 +73,22 @@ def test_restart_from_changelog_gives_the_same_later_vectors(
 ) -> None:
     ticks = list(synthetic_ticks(markets=15, count=2000, seed=11))
     first, second = ticks[:1000], ticks[1000:]
+    # and one market whose messages each hold more ticks than a segment: written in
+    # pieces, only the last with the market record
+    big = [{**t, "market": "big"} for t in synthetic_ticks(markets=1, count=2 * BIG, seed=5)]
     w1 = workers(app_settings, "w1")
     produce_ticks(app_settings, first)
-    wait_consumed(w1, len(first))
+    asyncio.run(produce_messages(app_settings, [(b"big", orjson.dumps(big[:BIG]))]))
+    wait_consumed(w1, len(first) + BIG, field="ticks")
     w1.stop()
     shutil.rmtree(w1.datadir)  # nothing local: state must come back from the changelog
 
     w2 = workers(app_settings, "w2")
     produce_ticks(app_settings, second)
-    wait_consumed(w2, len(second), field="ticks")
-    truth = ground_truth(ticks)
+    asyncio.run(produce_messages(app_settings, [(b"big", orjson.dumps(big[BIG:]))]))
+    wait_consumed(w2, len(second) + BIG, field="ticks")
+    truth = ground_truth(ticks + big)
+    assert "big" in truth.history
     for market, rows in truth.history.items():
         got = w2.get(f"/api/markets/{market}/history?attr=market/alpha&limit=10000")["points"]
         assert np.array_equal(
@@ -91,33 +99,3 @@ def test_restart_from_changelog_gives_the_same_later_vectors(
         assert latest["alpha"] == truth.records[market].latest["alpha"]
         assert latest["ticks"] == truth.records[market].n
 
-
-def test_a_market_with_more_ticks_in_a_batch_than_a_segment_holds(
-    app_settings: Settings, workers: Callable[..., WorkerProcess]
-) -> None:
-    """A batch with over MAX_SEGMENT_TICKS ticks of one market is written in pieces (only
-    the last with the market record); every tick is queryable, and a worker recovering
-    from the changelog alone answers the same."""
-    ticks = [{**t, "market": "big"} for t in synthetic_ticks(markets=1, count=6000, seed=5)]
-    step = MAX_SEGMENT_TICKS + 500  # each message alone is more than one segment holds
-    messages = [(b"big", orjson.dumps(ticks[i:i + step])) for i in range(0, len(ticks), step)]
-    w1 = workers(app_settings, "w1")
-    asyncio.run(produce_messages(app_settings, messages))
-    stats = wait_consumed(w1, len(ticks), field="ticks")
-    assert stats["segments"] > len(messages)  # written in pieces
-    truth = ground_truth(ticks).records["big"]
-
-    def answers(worker: WorkerProcess) -> tuple[int, list[float]]:
-        got = worker.get("/api/markets/big/history?attr=tick/probability&limit=10000")
-        latest = worker.get("/api/markets/big")
-        assert latest["alpha"] == truth.latest["alpha"]
-        return latest["ticks"], sorted(p["value"] for p in got["points"])
-
-    calm = answers(w1)
-    assert calm == (len(ticks), sorted(t["prob"] for t in ticks))
-    w1.stop()
-    shutil.rmtree(w1.datadir)  # nothing local: state must come back from the changelog
-    w2 = workers(app_settings, "w2")
-    wait_for(lambda: w2.get("/api/markets/big").get("ticks") == len(ticks), 90,
-             "the market recovered")
-    assert answers(w2) == calm
