@@ -61,6 +61,9 @@ def make_app(s: Settings) -> faust.App:
         broker_max_poll_records=None,
         # the root logger back at the configured level once started (worker.py)
         Worker="gswarm.stream.worker:Worker",
+        # a resume of the flow empties the changelog queue only after a rebalance began:
+        # Faust's dropped records a standby was reading (gswarm/stream/changelogs.py)
+        TableManager="gswarm.stream.changelogs:TableManager",
         web_enabled=True,
         web_host=s.web_host,
         web_bind=s.web_host,
