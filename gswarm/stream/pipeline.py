@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 #: Facts-table key of the offset of the partition's last prune request (not a datom, a
 #: segment or a market record: see :mod:`gswarm.core.facts` for their keys).
 PRUNED = b"P"
+#: Key, in the partition's database only (never on the changelog), of the partition's last
+#: prune: its request offset and the segment keys it deleted (:meth:`Pipeline.prune`).
+PRUNE_LOG = b"p"
 
 
 @dataclass
@@ -594,9 +597,24 @@ class Ingest:
 
         The offset of the prune request is kept (key :data:`PRUNED`): a tick redelivered
         from before it and found in no segment may have been pruned (see :meth:`resend`).
+
+        The deletes are local at once, their tombstones reach the changelog later. A worker
+        killed in between restarts with a store that no longer holds the doomed segments
+        while the changelog still does, and the prune request comes again (its offset was
+        not committed: commits wait for the changelog's acks); planned on that store alone
+        it would find nothing to delete, send no tombstone, and a recovery from the
+        changelog would keep what the calm run pruned (chaos soak, seed 2). So the keys a
+        prune deletes are kept locally with its offset (:data:`PRUNE_LOG`), and the same
+        request delivered again deletes, and tombstones, them again.
         """
         store = self.facts.data
-        doomed = plan_prune(store.segment_keys(event.message.partition), retention_ms)
+        partition = event.message.partition
+        db = store.db(partition)
+        doomed = plan_prune(store.segment_keys(partition), retention_ms)
+        done_before = logged_prune(db.get(PRUNE_LOG), offset)
+        if done_before:
+            doomed = sorted(set(doomed).union(done_before))
+        db.put(PRUNE_LOG, prune_log(offset, doomed))
         with under_event(event):
             for key in doomed:
                 del self.facts[key]
@@ -670,3 +688,21 @@ def unstored_counted(unstored: list[Arrival], record: MarketRecord) -> set[int]:
         if not bet or bet not in recent:
             counted.add(seq_for(a.offset, a.index))
     return counted
+
+
+def prune_log(offset: int, keys: list[bytes]) -> bytes:
+    """The :data:`PRUNE_LOG` value: the request's offset and the keys the prune deleted."""
+    return b"".join((offset.to_bytes(8, "big", signed=True),
+                     *(len(k).to_bytes(2, "big") + k for k in keys)))
+
+
+def logged_prune(value: bytes | None, offset: int) -> list[bytes]:
+    """The keys a logged prune deleted, if it was the prune request at ``offset``."""
+    if value is None or int.from_bytes(value[:8], "big", signed=True) != offset:
+        return []
+    keys, pos = [], 8
+    while pos < len(value):
+        size = int.from_bytes(value[pos:pos + 2], "big")
+        keys.append(value[pos + 2:pos + 2 + size])
+        pos += 2 + size
+    return keys

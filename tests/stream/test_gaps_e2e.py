@@ -101,51 +101,86 @@ def test_duplicate_bet_redelivered_after_a_crash_is_counted_once(
     same_state(w, calm, sorted({t["market"] for t in ticks}))
 
 
+START_MS = 1_700_000_000_000
+RETENTION_MS = 3_600_000  # everything of the first wave but each market's newest segment
+OLD = list(synthetic_ticks(markets=4, count=300, seed=42, start_ms=START_MS, rate=10.0))
+NEW = list(synthetic_ticks(markets=4, count=300, seed=43, start_ms=START_MS + 7_200_000,
+                           rate=10.0))
+MARKETS = sorted({t["market"] for t in OLD})
+
+
+def two_waves(s: Settings, w: WorkerProcess) -> None:
+    """Old ticks, then new ones two hours later (a batch of its own: new segments only)."""
+    produce_ticks(s, OLD)
+    wait_consumed(w, len(OLD))
+    produce_ticks(s, NEW)
+    wait_consumed(w, len(OLD) + len(NEW))
+
+
+def prune(s: Settings, w: WorkerProcess) -> None:
+    send_prune(s, RETENTION_MS)
+    wait_for(lambda: w.get("/api/stats")["prunes"] >= s.partitions, 60, "the prune")
+
+
+def calm_pruned(settings_factory: Callable[..., Settings],
+                workers: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """A calm worker after the two waves and the prune: only the new wave is left."""
+    assert sorted({t["market"] for t in NEW}) == MARKETS  # every market has new segments
+    calm_s = make(settings_factory)
+    calm = workers(calm_s, "calm")
+    two_waves(calm_s, calm)
+    prune(calm_s, calm)
+    kept = {m: calm.get(f"/api/markets/{m}/history?limit=10000")["points"] for m in MARKETS}
+    assert all(p["ts"] >= START_MS + 7_200_000 for ps in kept.values() for p in ps)
+    assert sum(map(len, kept.values())) == len(NEW)
+    return calm
+
+
 def test_prune_after_a_crash_deletes_only_what_a_calm_run_deletes(
     settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
 ) -> None:
     """Gap 4: ticks redelivered after a crash are stored already; sent again, they must
     stay in the segments that hold them, or a prune of one segment deletes datoms another
     carries. The worker's store, a fresh recovery and the calm run must agree."""
-    start = 1_700_000_000_000
-    old = list(synthetic_ticks(markets=4, count=300, seed=42, start_ms=start, rate=10.0))
-    new = list(synthetic_ticks(markets=4, count=300, seed=43, start_ms=start + 7_200_000,
-                               rate=10.0))
-    markets = sorted({t["market"] for t in old})
-    assert markets == sorted({t["market"] for t in new})  # every market has new segments
-    retention_ms = 3_600_000  # everything of the first wave but each market's newest
-
-    def two_waves(s: Settings, w: WorkerProcess) -> None:
-        produce_ticks(s, old)
-        wait_consumed(w, len(old))
-        produce_ticks(s, new)  # a batch of its own: segments of new ticks only
-        wait_consumed(w, len(old) + len(new))
-
-    def prune(s: Settings, w: WorkerProcess) -> None:
-        send_prune(s, retention_ms)
-        wait_for(lambda: w.get("/api/stats")["prunes"] >= s.partitions, 60, "the prune")
-
-    calm_s = make(settings_factory)
-    calm = workers(calm_s, "calm")
-    two_waves(calm_s, calm)
-    prune(calm_s, calm)
-    kept = {m: calm.get(f"/api/markets/{m}/history?limit=10000")["points"] for m in markets}
-    assert all(p["ts"] >= start + 7_200_000 for ps in kept.values() for p in ps)
-    assert sum(map(len, kept.values())) == len(new)
-
+    calm = calm_pruned(settings_factory, workers)
     s = never_commits(settings_factory)
     w = workers(s, "w1")
     two_waves(s, w)
-    w = crash_and_restart(w, workers, len(old) + len(new))
+    w = crash_and_restart(w, workers, len(OLD) + len(NEW))
     prune(s, w)
-    same_state(w, calm, markets)
+    same_state(w, calm, MARKETS)
     assert sketch_digests(w) == sketch_digests(calm)
 
     # the changelog says the same: a worker with nothing local recovers the same store
     w.stop()
     shutil.rmtree(w.datadir)
     fresh = workers(s, "fresh")
-    same_state(fresh, calm, markets)
+    same_state(fresh, calm, MARKETS)
+
+
+def test_a_prune_whose_tombstones_a_crash_lost_is_sent_again(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+) -> None:
+    """A prune deletes from the local store at once and tombstones the changelog later.
+    A worker killed in between (here its producer holds each message for a second) comes
+    back without the doomed segments while the changelog still has them, and gets the
+    prune request again: it must send the same tombstones, or a recovery from the
+    changelog keeps what the calm run pruned (the chaos soak's seed 2 kept 7,201)."""
+    calm = calm_pruned(settings_factory, workers)
+    s = never_commits(settings_factory)
+    w = workers(s, "w1")
+    two_waves(s, w)
+    w.stop()  # every segment is on the changelog
+    w = workers(s.override(fault_produce_delay_ms=1000), "w1")
+    prune(s, w)
+    w.kill()  # the deletes are in its store, (nearly) no tombstone reached Kafka
+    w = workers(s, "w1")
+    wait_for(lambda: w.get("/api/stats")["prunes"] >= s.partitions, 60, "the prune again")
+    same_state(w, calm, MARKETS)
+    w.stop()
+    shutil.rmtree(w.datadir)
+    fresh = workers(s, "fresh")
+    same_state(fresh, calm, MARKETS)
 
 
 def test_calm_duplicates_helper() -> None:
