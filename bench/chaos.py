@@ -240,6 +240,7 @@ class Chaos:
     broker_kills: int
     log: Callable[[str], None]
     events: list[dict[str, Any]] = field(default_factory=list)
+    killed: set[int] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -270,7 +271,9 @@ class Chaos:
         deadline = time.monotonic() + WORKER_WAIT_S
         while time.monotonic() < deadline and not self.stop.is_set():
             state = supervisor.read_state(self.s)
-            alive = [w for w in (state or {}).get("workers", []) if w.get("pid")]
+            # the state may still list a worker killed a moment ago (not yet restarted)
+            alive = [w for w in (state or {}).get("workers", [])
+                     if w.get("pid") and int(w["pid"]) not in self.killed]
             if alive:
                 target = self.rng.choice(alive)
                 try:
@@ -278,6 +281,7 @@ class Chaos:
                 except ProcessLookupError:  # died since the state was written
                     pass
                 else:
+                    self.killed.add(int(target["pid"]))
                     self.events.append({"t": round(at, 1), "kill": target["name"],
                                         "pid": target["pid"]})
                     self.log(f"chaos: {at:6.1f}s kill -9 {target['name']} "
