@@ -14,10 +14,11 @@ soak, 2026-11-28: changelog record 101 of facts partition 1, dropped by a standb
 store held everything else up to 12,082).
 
 :class:`TableManager` (Faust's, set by the App's ``TableManager`` setting) makes the queue
-a :class:`ChangelogQueue`: it is emptied only by the first resume after a rebalance began
-(``on_partitions_revoked``), i.e. only of records fetched in an earlier generation. Faust's
-contract is unchanged: each record of the current generation is applied once, in offset
-order, and a new generation still starts from an empty queue.
+a :class:`ChangelogQueue`: it is emptied once per rebalance, by the first clear after the
+rebalance began (``on_partitions_revoked``; Faust's revoke clears its queues right after),
+i.e. only of records fetched in an earlier generation. Faust's contract is unchanged: each
+record of the current generation is applied once, in offset order, and a new generation
+still starts from an empty queue.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from mode.utils.queues import ThrowableQueue
 
 
 class ChangelogQueue(ThrowableQueue[Any]):
-    """Faust's changelog queue, emptied on resume only after a rebalance began."""
+    """Faust's changelog queue, emptied only once a rebalance began."""
 
     #: a rebalance began since the queue was last emptied: what it holds is stale
     stale: bool = False
