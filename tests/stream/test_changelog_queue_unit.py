@@ -11,15 +11,14 @@ import faust
 from faust.types import TP
 
 from gswarm.stream.changelogs import ChangelogQueue, TableManager
+from tests.stream.offline import offline_app
 
 TP0 = TP("app-facts-changelog", 0)
 
 
 def make_app() -> faust.App:
-    app = faust.App("changelog-queue-unit", broker="gswarm://127.0.0.1:1", store="memory://",
-                    TableManager="gswarm.stream.changelogs:TableManager")
-    app.flow_control.resume()  # suspended until a worker's first recovery ends
-    return app
+    return offline_app("changelog-queue-unit",
+                       TableManager="gswarm.stream.changelogs:TableManager")
 
 
 async def test_a_resume_without_a_rebalance_keeps_the_queued_records() -> None:

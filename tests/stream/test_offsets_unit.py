@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import faust
 import pytest
 from faust.types import TP
 
 from gswarm.stream.delivery import RunConsumer
+from tests.stream.offline import offline_app
 
 TP0 = TP("ticks", 0)
 
 
 @pytest.fixture
 def consumer() -> Iterator[RunConsumer]:
-    app = faust.App("offsets-unit", broker="gswarm://127.0.0.1:1", store="memory://")
+    app = offline_app("offsets-unit")
     consumer = app.consumer
     assert isinstance(consumer, RunConsumer)
     yield consumer

@@ -13,10 +13,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 
-import faust
 from faust.types import TP
 
 from gswarm.stream.delivery import RunConductor, RunTopic
+from tests.stream.offline import offline_app
 
 TP0 = TP("ticks", 0)
 
@@ -29,8 +29,7 @@ class Record:
 
 
 async def full_channel() -> tuple[RunConductor, Any]:
-    app = faust.App("conductor-unit", broker="gswarm://127.0.0.1:1", store="memory://")
-    app.flow_control.resume()  # suspended until a worker's first recovery ends
+    app = offline_app("conductor-unit")
     conductor = app.topics
     assert isinstance(conductor, RunConductor)
     channel = RunTopic(app, topics=["ticks"], maxsize=1).clone(is_iterator=True)  # agent's

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
-import faust
 import pytest
 from faust.types import TP
 
 from gswarm.stream.delivery import RunConsumer, Seeks, SeekTimeout
+from tests.stream.offline import offline_app
 
 A, B = TP("ticks", 0), TP("ticks", 1)
 
@@ -89,8 +89,7 @@ async def test_a_seek_that_cannot_finish_crashes_the_worker_instead_of_hanging_i
     """Faust's recovery waits ``broker_request_timeout`` for its seek and then ends
     without a word, leaving a worker that never consumes (the chaos soak's hung cold
     recovery); the seek gives up first and crashes the worker, so it is restarted."""
-    app = faust.App("seek-limit-unit", broker="gswarm://127.0.0.1:1", store="memory://",
-                    broker_request_timeout=0.5)
+    app = offline_app("seek-limit-unit", broker_request_timeout=0.5)
     consumer = app.consumer
     assert isinstance(consumer, RunConsumer)
     consumer.assignment = lambda: {A}  # type: ignore[method-assign]  # nothing is started
