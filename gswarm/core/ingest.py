@@ -14,11 +14,11 @@ nothing, so alpha vectors after a crash equal those of a run without one.
 
 The market record is a fixed binary layout (no JSON): it is decoded and encoded for every
 market of every batch. Version 3 adds the market's signal state
-(:class:`gswarm.core.MarketSignals`, kept as its bytes and decoded only when rules
-are evaluated); a version 2 record reads as one without signal state.
+(:func:`gswarm.core.signals.encode_states`, kept as its bytes and decoded only when
+rules are evaluated); a version 2 record reads as one without signal state.
 
 With rules (:func:`apply_batch` ``rules``), each market's new ticks go through
-:func:`gswarm.core.signals.evaluate` on the same pass: the signals fired ride in the
+:func:`gswarm.core.signals.evaluate_many` on the same pass: the signals fired ride in the
 market's segment (so in the same changelog message as the record whose signal state
 follows them) and in :attr:`Applied.signals`. Redelivered ticks and duplicate bets are not
 new ticks: they never fire.
@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from gswarm.core import alpha
 from gswarm.core.facts import Segment, seq_for
-from gswarm.core.signals import MarketSignals, RuleSet, Signal, evaluate_many
+from gswarm.core.signals import RuleSet, Signal, evaluate_many
 from gswarm.core.sketches.hashing import hash_ids
 from gswarm.core.ticks import Tick
 
@@ -80,7 +80,7 @@ class MarketRecord:
     recent: U64 = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     n: int = 0
     rolling: alpha.RollingState = field(default_factory=alpha.RollingState.empty)
-    signal_state: bytes = b""  # MarketSignals.to_bytes(); empty: no signal state yet
+    signal_state: bytes = b""  # signals.encode_states(); empty: no signal state yet
 
     def encode(self) -> bytes:
         out = [_HEAD.pack(RECORD_VERSION, self.last_offset, self.n, len(self.recent),
@@ -286,13 +286,10 @@ def _signals(
     if not rules or not markets:
         return [r.signal_state for r in records], [[] for _ in records]
     seq = np.fromiter((s for f in fresh for s, _, _ in f), dtype=np.uint64, count=len(ts))
-    states, fired = evaluate_many(
-        rules, markets, [MarketSignals.from_bytes(r.signal_state) for r in records],
-        [r.rolling for r in records],
-        [list(r.latest["alpha"].values()) if r.latest else None for r in records],
-        counts, ts, seq, prob, vol, raw)
-    return [s.to_bytes() if s.rules or s.first_ts is not None else r.signal_state
-            for s, r in zip(states, records, strict=True)], fired
+    vsma = np.fromiter((r.latest["alpha"]["vol_sma10"] if r.latest else np.nan
+                        for r in records), dtype=np.float64, count=len(records))
+    return evaluate_many(rules, markets, [r.signal_state for r in records],
+                         [r.rolling for r in records], vsma, counts, ts, seq, prob, vol, raw)
 
 
 def _latest(

@@ -36,10 +36,12 @@ vector, the one right after the tick, :mod:`gswarm.core.alpha`):
 
 Edge-triggered: a rule fires when its condition starts to hold for a market (it held not
 at the market's previous tick), not again while it holds; with a cool-down, an edge within
-``cooldown_s`` of event time after the rule's last signal for the market is dropped. The
-per-market state (:class:`MarketSignals`) holds each rule's edge and last signal time;
-:func:`evaluate` is a function of that state and the ticks, so the same ticks give the same
-signals however they are split into batches. A signal's id is ``rule:market:seq`` (``seq``
+``cooldown_s`` of event time after the rule's last signal for the market (or before it: a
+late tick) is dropped; without one, every edge fires. The per-market state (:class:`States`
+for many markets at once, stored as a few bytes per market) holds each rule's edge and,
+for rules with a cool-down, the last signal's time; :func:`evaluate_many` is a function of
+that state and the ticks, so the same ticks give the same signals however they are split
+into batches. A signal's id is ``rule:market:seq`` (``seq``
 as in :mod:`gswarm.core.facts`: the tick's offset and index), the same on every run.
 """
 
@@ -47,7 +49,9 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 import tomllib
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +115,16 @@ class RuleSet:
     rules: tuple[Rule, ...] = ()
     path: str = ""
     _cache: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False)
+    #: the rules evaluated on ticks (every kind but ``resolved``), in file order: the
+    #: columns of :class:`States`
+    tick_rules: tuple[Rule, ...] = field(init=False, repr=False)
+    keys: NDArray[np.uint32] = field(init=False, repr=False)  # rule_key of each tick rule
+    filtered: bool = field(init=False, repr=False)  # some tick rule has a market filter
+
+    def __post_init__(self) -> None:
+        self.tick_rules = tuple(r for r in self.rules if r.kind != "resolved")
+        self.keys = np.array([rule_key(r.id) for r in self.tick_rules], dtype=np.uint32)
+        self.filtered = any(r.markets or r.prefixes for r in self.tick_rules)
 
     def for_market(self, market: str) -> tuple[Rule, ...]:
         """The tick rules (every kind but ``resolved``) that watch ``market``."""
@@ -170,6 +184,10 @@ def parse_rules(text: str, name: str = "<rules>") -> RuleSet:
             raise RulesError(f"{name}:{start}: rule id {rule.id!r} is used twice (first at "
                              f"line {seen[rule.id]})")
         seen[rule.id] = start
+        same = [r for r in rules if rule_key(r.id) == rule_key(rule.id)]
+        if same:  # the stored state keys rules by a crc32 of the id
+            raise RulesError(f"{name}:{start}: rule ids {same[0].id!r} and {rule.id!r} have "
+                             "the same crc32, under which signal state is stored: rename one")
         rules.append(rule)
     return RuleSet(tuple(rules), name)
 
@@ -301,11 +319,86 @@ def _check_kind(kind: str, p: dict[str, Any], fail: Any) -> None:
 
 # -- per-market state ------------------------------------------------------------------------
 
+#: a never-set time in the state arrays (no first tick seen, no signal fired yet)
+NO_TIME = int(np.iinfo(np.int64).min)
+_STATE_VERSION = 1
+#: one stored entry: the rule (crc32 of its id), whether its condition held at the market's
+#: last tick, the event time of its last signal (kept only for rules with a cool-down)
+_ENTRY = np.dtype([("key", "<u4"), ("on", "u1"), ("last", "<i8")])  # packed: 13 bytes
+_FIRST = struct.Struct("<Bq")
+
+
+def rule_key(rule_id: str) -> int:
+    """The 4-byte key a rule's entries are stored under (crc32 of its id)."""
+    return zlib.crc32(rule_id.encode())
+
+
+@dataclass
+class States:
+    """Many markets' signal states as arrays: ``first[m]`` the event time of the first tick
+    the evaluator saw, ``on[m, r]`` whether tick rule ``r``'s condition held at the market's
+    last tick, ``last[m, r]`` the event time of its last signal (:data:`NO_TIME`: none)."""
+
+    first: NDArray[np.int64]
+    on: NDArray[np.bool_]
+    last: NDArray[np.int64]
+
+
+def decode_states(rules: RuleSet, data: Sequence[bytes]) -> States:
+    """The stored states of many markets (``b""``: none yet), as arrays over the tick rules
+    of ``rules``. Entries of rules no longer in the file are dropped; a state written as
+    JSON (records before the binary form) is read through :meth:`MarketSignals.from_json`."""
+    m, keys = len(data), rules.keys
+    first = np.full(m, NO_TIME, dtype=np.int64)
+    on = np.zeros((m, len(keys)), dtype=bool)
+    last = np.full((m, len(keys)), NO_TIME, dtype=np.int64)
+    data = [d if not d or d[0] == _STATE_VERSION else MarketSignals.from_json(d).to_bytes()
+            for d in data]
+    stored = [i for i, d in enumerate(data) if d]
+    if not stored or not len(keys):
+        for i in stored:
+            first[i] = _FIRST.unpack_from(data[i])[1]
+        return States(first, on, last)
+    first[stored] = [_FIRST.unpack_from(data[i])[1] for i in stored]
+    body = b"".join(data[i][_FIRST.size:] for i in stored)
+    if body:
+        entries = np.frombuffer(body, dtype=_ENTRY)
+        sizes = np.fromiter((len(data[i]) - _FIRST.size for i in stored), np.int64, len(stored))
+        owner = np.repeat(np.asarray(stored), sizes // _ENTRY.itemsize)
+        order = np.argsort(keys)
+        at = np.minimum(np.searchsorted(keys, entries["key"], sorter=order), len(keys) - 1)
+        col = order[at]
+        known = keys[col] == entries["key"]
+        on[owner[known], col[known]] = entries["on"][known].astype(bool)
+        last[owner[known], col[known]] = entries["last"][known]
+    return States(first, on, last)
+
+
+def encode_states(rules: RuleSet, states: States) -> list[bytes]:
+    """The stored form of each market's state: its first time, then an entry for each rule
+    whose condition holds or that has a last signal time, in rule order (the same bytes for
+    the same state, whatever the batches)."""
+    keep = states.on | (states.last != NO_TIME)
+    rows, cols = np.nonzero(keep)
+    entries = np.empty(len(rows), dtype=_ENTRY)
+    entries["key"] = rules.keys[cols]
+    entries["on"] = states.on[rows, cols]
+    entries["last"] = states.last[rows, cols]
+    body = entries.tobytes()
+    ends = (np.cumsum(keep.sum(axis=1)) * _ENTRY.itemsize).tolist()
+    out: list[bytes] = []
+    start = 0
+    for f, end in zip(states.first.tolist(), ends, strict=True):
+        out.append(_FIRST.pack(_STATE_VERSION, f) + body[start:end])
+        start = end
+    return out
+
 
 @dataclass
 class MarketSignals:
-    """A market's signal state: per rule (edge held at the last tick, last signal's event
-    time), and the event time of the first tick seen (for ``spike``)."""
+    """One market's signal state, readable: per rule id (condition held at the last tick,
+    last signal's event time), and the event time of the first tick seen (for ``spike``).
+    The stored form keys rules by :func:`rule_key`, so reading it back needs the rules."""
 
     rules: dict[str, tuple[bool, int | None]] = field(default_factory=dict)
     first_ts: int | None = None
@@ -313,13 +406,29 @@ class MarketSignals:
     def to_bytes(self) -> bytes:
         if not self.rules and self.first_ts is None:
             return b""
-        return orjson.dumps({"r": {k: [int(a), t] for k, (a, t) in sorted(self.rules.items())},
-                             "f": self.first_ts})
+        entries = np.array([(rule_key(k), on, NO_TIME if t is None else t)
+                            for k, (on, t) in sorted(self.rules.items(),
+                                                     key=lambda kv: rule_key(kv[0]))
+                            if on or t is not None], dtype=_ENTRY)
+        first = NO_TIME if self.first_ts is None else self.first_ts
+        return _FIRST.pack(_STATE_VERSION, first) + entries.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview) -> MarketSignals:
+    def from_bytes(cls, data: bytes | memoryview, rules: RuleSet) -> MarketSignals:
+        """The state of ``data`` for the tick rules of ``rules``."""
         if not data:
             return cls()
+        s = decode_states(rules, [bytes(data)])
+        first = int(s.first[0])
+        return cls({r.id: (bool(s.on[0, k]), None if s.last[0, k] == NO_TIME
+                           else int(s.last[0, k]))
+                    for k, r in enumerate(rules.tick_rules)
+                    if s.on[0, k] or s.last[0, k] != NO_TIME},
+                   None if first == NO_TIME else first)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> MarketSignals:
+        """A state stored as JSON (``{"r": {rule: [held, last]}, "f": first}``)."""
         doc = orjson.loads(bytes(data))
         return cls({k: (bool(a), t) for k, (a, t) in doc["r"].items()}, doc["f"])
 
@@ -354,21 +463,24 @@ def evaluate(
     tick ``i``. Returns the new state and the signals fired, in tick then rule order; the
     input state is not changed. (:func:`evaluate_many` for many markets at once.)
     """
+    rs = RuleSet(tuple(rules))
+    vsma = np.array([prev_vector[_VOL] if prev_vector is not None else np.nan])
     states, fired = evaluate_many(
-        RuleSet(tuple(rules)), [market], [state], [history], [prev_vector],
+        rs, [market], [state.to_bytes()], [history], vsma,
         np.array([len(ts)], dtype=np.int64), np.asarray(ts, dtype=np.int64),
         np.asarray(seq, dtype=np.uint64), np.asarray(prob, dtype=np.float64),
         np.asarray(volume, dtype=np.float64), np.asarray(raw, dtype=np.float64))
-    return states[0], fired[0]
+    return MarketSignals.from_bytes(states[0], rs), fired[0]
 
 
 _CHUNK = 2048  # ticks whose look-back window (WINDOW values each) is gathered at once
+_LONG_AGO = -(2 ** 62)  # an event time older than any window reaches (ms)
 
 
 @dataclass
 class _Batch:
     """The ticks of many markets (market after market, each in arrival order) and what
-    every rule needs about them, as arrays over the ticks."""
+    every rule needs about them, as arrays over the ticks (each computed once a rule asks)."""
 
     counts: NDArray[np.int64]
     ts: NDArray[np.int64]
@@ -376,15 +488,17 @@ class _Batch:
     vol: F64
     raw: F64
     histories: Sequence[alpha.RollingState]
+    prev_vsma: F64  # vol_sma10 of each market's vector before the batch (NaN: none)
+    firsts: NDArray[np.int64] = field(init=False)  # each market's first event time
     seg: NDArray[np.int64] = field(init=False)  # each tick's market (index)
     pos: NDArray[np.int64] = field(init=False)  # its position among the market's new ticks
     starts: NDArray[np.int64] = field(init=False)
     before: NDArray[np.int64] = field(init=False)  # ticks of its market before it
-    first: NDArray[np.bool_] = field(init=False)  # the market's first tick in the batch
     #: every market's history then new ticks (probabilities, times) and each tick's place
     #: in them, once a move rule gathered them
     move_source: tuple[F64, NDArray[np.int64], NDArray[np.int64]] | None = field(
         default=None, init=False)
+    _cache: dict[str, F64] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         counts = self.counts
@@ -394,104 +508,124 @@ class _Batch:
         self.pos = np.arange(len(self.ts)) - np.repeat(self.starts, counts)
         seen = np.fromiter((h.n for h in self.histories), np.int64, m)
         self.before = np.repeat(seen, counts) + self.pos
-        self.first = self.pos == 0
 
     def shifted(self, values: F64, at_first: F64) -> F64:
         """``values`` of the previous tick of the same market; ``at_first[m]`` for a
         market's first tick of the batch."""
         out = np.empty_like(values)
         out[1:] = values[:-1]
-        out[self.starts[self.counts > 0]] = at_first[self.counts > 0]
+        busy = self.counts > 0
+        out[self.starts[busy]] = at_first[busy]
         return out
+
+    def prev_prob(self) -> F64:
+        if "prev_prob" not in self._cache:
+            last = np.array([h.prob[-1] if h.n else np.nan for h in self.histories],
+                            dtype=np.float64)
+            self._cache["prev_prob"] = self.shifted(self.prob, last)
+        return self._cache["prev_prob"]
+
+    def prev_vol_sma(self) -> F64:
+        if "prev_vsma" not in self._cache:
+            self._cache["prev_vsma"] = self.shifted(self.raw[:, _VOL], self.prev_vsma)
+        return self._cache["prev_vsma"]
+
+    def long_run(self) -> F64:
+        """Ticks per second since the market's first tick (NaN where no time has passed)."""
+        if "long_run" not in self._cache:
+            span = (self.ts - self.firsts[self.seg]) / 1000.0
+            self._cache["long_run"] = np.divide(
+                self.before.astype(np.float64), span, out=np.full(len(span), np.nan),
+                where=span > 0)
+        return self._cache["long_run"]
 
 
 def evaluate_many(
-    rules: RuleSet, markets: Sequence[str], states: Sequence[MarketSignals],
-    histories: Sequence[alpha.RollingState], prev_vectors: Sequence[Sequence[float] | None],
+    rules: RuleSet, markets: Sequence[str], states: Sequence[bytes],
+    histories: Sequence[alpha.RollingState], prev_vsma: F64,
     counts: NDArray[np.int64], ts: NDArray[np.int64], seq: NDArray[np.uint64], prob: F64,
     volume: F64, raw: F64,
-) -> tuple[list[MarketSignals], list[list[Signal]]]:
+) -> tuple[list[bytes], list[list[Signal]]]:
     """The new ticks of many markets through their tick rules, at once.
 
-    ``counts[m]`` ticks belong to ``markets[m]`` (its state, its rolling state before them,
-    its last raw vector), laid out market after market as :func:`alpha.update_many` takes
-    them, ``raw`` their vectors. Each rule's condition is computed for every tick at once
-    (numpy); only the ticks where a condition starts to hold go through the cool-downs one
-    by one. The same as evaluating each market's ticks alone, tick after tick.
+    ``counts[m]`` ticks belong to ``markets[m]`` (its stored state, its rolling state before
+    them, ``prev_vsma[m]`` the ``vol_sma10`` of its last vector), laid out market after
+    market as :func:`alpha.update_many` takes them, ``raw`` their vectors. Each rule's
+    condition is computed for every tick at once (numpy), the edges of every rule at once
+    from a (ticks, rules) matrix and the edge states kept as arrays over (market, rule), so
+    a batch costs a few numpy calls per rule; only the edges found go through the
+    cool-downs and become signals one by one.
+
+    Returns each market's new stored state and its signals (tick then rule order): the same
+    as evaluating each market's ticks alone, tick after tick.
     """
     m = len(markets)
-    watched = [rules.for_market(x) for x in markets]
-    tick_rules = [r for r in rules.rules if r.kind != "resolved"]
-    if not any(watched) or not len(ts):
+    tick_rules = rules.tick_rules
+    if rules.filtered:
+        watched = np.fromiter((bool(rules.for_market(x)) for x in markets), bool, m)
+    else:
+        watched = np.full(m, bool(tick_rules))
+    if not watched.any() or not len(ts):
         return list(states), [[] for _ in range(m)]
-    b = _Batch(np.asarray(counts, dtype=np.int64), ts, prob, volume, raw, histories)
-    firsts = np.array([s.first_ts if s.first_ts is not None else (
-        int(h.ts[0]) if h.n else (int(ts[st]) if c else 0))
-        for s, h, st, c in zip(states, histories, b.starts.tolist(), b.counts.tolist(),
-                               strict=True)], dtype=np.int64)
-    fired: list[list[tuple[int, int, Signal]]] = [[] for _ in range(m)]  # (tick, rule, sig)
-    edges = [dict(s.rules) if s.rules else {} for s in states]
-    # which rules hold an edge for which markets (most states are empty)
-    column = {r.id: k for k, r in enumerate(tick_rules)}
-    active = np.zeros((m, len(tick_rules)), dtype=bool)
-    for mk, e in enumerate(edges):
-        for rid, (on, _) in e.items():
-            if on and rid in column:
-                active[mk, column[rid]] = True
-    ends = (b.starts + b.counts - 1)[b.counts > 0]
+    b = _Batch(np.asarray(counts, dtype=np.int64), ts, prob, volume, raw, histories,
+               np.asarray(prev_vsma, dtype=np.float64))
+    st = decode_states(rules, states)
+    b.firsts = st.first.copy()
+    for mk in np.flatnonzero(st.first == NO_TIME).tolist():
+        h, c = histories[mk], int(b.counts[mk])
+        b.firsts[mk] = int(h.ts[0]) if h.n else (int(ts[b.starts[mk]]) if c else 0)
     busy = np.flatnonzero(b.counts > 0)
-    seqs = seq.tolist()
+    ends = b.starts[busy] + b.counts[busy] - 1
     moves = _moves(b, {r.params["within_s"] for r in tick_rules if r.kind == "move"})
+    # whether each rule's condition holds at each tick: (ticks, rules)
+    hold = np.zeros((len(ts), len(tick_rules)), dtype=bool)
+    keep_on: list[tuple[int, NDArray[np.bool_]]] = []  # filtered rules: markets not theirs
     for ri, rule in enumerate(tick_rules):
         if rule.markets or rule.prefixes:
             mine = np.fromiter((rule.matches(x) for x in markets), bool, m)
+            keep_on.append((ri, ~mine[busy]))
             if not mine.any():
                 continue
-            hold = _holds(rule, b, prev_vectors, firsts, moves) & mine[b.seg]
+            hold[:, ri] = _condition(rule, b, moves) & mine[b.seg]
         else:
-            mine = None
-            hold = _holds(rule, b, prev_vectors, firsts, moves)
-        prev = b.shifted(hold.astype(np.float64), active[:, ri].astype(np.float64)) > 0
-        starts_to = hold if rule.kind == "cross" else hold & ~prev
-        touched = active[:, ri].copy()  # markets whose edge for the rule is to be set
-        for i in np.flatnonzero(starts_to).tolist():
-            mk = int(b.seg[i])
-            t = int(ts[i])
-            _, last = edges[mk].get(rule.id, (False, None))
-            if last is not None and t - last < rule.cooldown_ms:
+            hold[:, ri] = _condition(rule, b, moves)
+    # an edge: the condition holds and did not at the market's previous tick (a crossing
+    # is its own edge)
+    held = np.empty_like(hold)
+    held[1:] = hold[:-1]
+    held[b.starts[busy]] = st.on[busy]
+    edge = hold & ~held
+    cross = [ri for ri, r in enumerate(tick_rules) if r.kind == "cross"]
+    edge[:, cross] = hold[:, cross]
+    # the condition at each market's last tick is the edge state its next tick sees
+    on = hold[ends]
+    for ri, others in keep_on:
+        on[others, ri] = st.on[busy[others], ri]
+    st.on[busy] = on
+    seqs, segs = seq.tolist(), b.seg.tolist()
+    out: list[list[Signal]] = [[] for _ in range(m)]
+    for i, ri in zip(*(x.tolist() for x in np.nonzero(edge)), strict=True):  # tick, rule
+        rule, mk, t = tick_rules[ri], segs[i], int(ts[i])
+        if rule.cooldown_ms:
+            before = int(st.last[mk, ri])
+            if before != NO_TIME and t - before < rule.cooldown_ms:
                 continue
-            edges[mk][rule.id] = (True, t)
-            touched[mk] = True
-            values = _values(rule, b, i, prev_vectors, firsts, moves)
-            fired[mk].append((i, ri, make_signal(rule, markets[mk], t, seqs[i], values)))
-        # the edge after each market's last tick, where it holds or held
-        now = np.zeros(m, dtype=bool)
-        now[busy] = hold[ends]
-        for mk in np.flatnonzero(now | touched).tolist():
-            if mine is None or mine[mk]:
-                edges[mk][rule.id] = (bool(now[mk]), edges[mk].get(rule.id, (False, None))[1])
-    new = [MarketSignals(e, int(f)) if w else s
-           for e, f, w, s in zip(edges, firsts.tolist(), watched, states, strict=True)]
-    return new, [[sig for _, _, sig in sorted(f, key=lambda x: (x[0], x[1]))] if f else []
-                 for f in fired]
+            st.last[mk, ri] = t
+        out[mk].append(make_signal(rule, markets[mk], t, seqs[i], _values(rule, b, i, moves)))
+    st.last[:, [not r.cooldown_ms for r in tick_rules]] = NO_TIME
+    st.first = b.firsts
+    new = encode_states(rules, st)
+    return [n if w else s for n, s, w in zip(new, states, watched.tolist(), strict=True)], out
 
 
-def _holds(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | None],
-           firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
-           ) -> NDArray[np.bool_]:
-    """Whether ``rule``'s condition holds at each tick."""
-    return np.asarray(_condition(rule, b, prev_vectors, firsts, moves), dtype=bool)
-
-
-def _condition(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | None],
-               firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+def _condition(rule: Rule, b: _Batch, moves: dict[float, tuple[F64, NDArray[np.int64]]],
                ) -> Any:
     k, q = rule.kind, rule.params
     p, raw = b.prob, b.raw
     if k == "move":
         return moves[q["within_s"]][0] >= q["delta"]
     if k == "cross":
-        prev = _prev_prob(b)
+        prev = b.prev_prob()
         level, way = q["level"], q["direction"]
         up = (prev < level) & (level <= p)
         down = (p < level) & (level <= prev)
@@ -501,13 +635,13 @@ def _condition(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | N
         if q["volume"] is not None:
             hold |= b.vol >= q["volume"]
         if q["factor"] is not None:
-            base = _prev_vsma(b, prev_vectors)
+            base = b.prev_vol_sma()
             with np.errstate(invalid="ignore"):
                 hold |= (b.before >= q["min_ticks"]) & (base > 0) & (
                     b.vol >= q["factor"] * base)
         return hold
     if k == "spike":
-        longrun = _long_run(b, firsts)
+        longrun = b.long_run()
         with np.errstate(invalid="ignore"):
             return (b.before + 1 >= q["min_ticks"]) & (longrun > 0) & (
                 raw[:, _RATE] >= q["factor"] * longrun)
@@ -523,29 +657,13 @@ def _condition(rule: Rule, b: _Batch, prev_vectors: Sequence[Sequence[float] | N
     return enough & hit
 
 
-def _prev_prob(b: _Batch) -> F64:
-    last = np.array([h.prob[-1] if h.n else np.nan for h in b.histories], dtype=np.float64)
-    return b.shifted(b.prob, last)
-
-
-def _prev_vsma(b: _Batch, prev_vectors: Sequence[Sequence[float] | None]) -> F64:
-    last = np.array([v[_VOL] if v is not None else np.nan for v in prev_vectors],
-                    dtype=np.float64)
-    return b.shifted(b.raw[:, _VOL], last)
-
-
-def _long_run(b: _Batch, firsts: NDArray[np.int64]) -> F64:
-    """Ticks per second since the market's first tick (NaN where no time has passed)."""
-    span = (b.ts - firsts[b.seg]) / 1000.0
-    rate: F64 = np.divide(b.before.astype(np.float64), span, out=np.full(len(span), np.nan),
-                          where=span > 0)
-    return rate
-
-
 def _moves(b: _Batch, windows: set[float]) -> dict[float, tuple[F64, NDArray[np.int64]]]:
     """Per window length (``within_s``), per tick: the largest |p - p'| over the previous
     ticks within it (looking back while they are within it, at most ``alpha.WINDOW``),
-    and how many ticks back the newest tick with that move is (0: none)."""
+    and how many previous ticks that look-back covers.
+
+    The differences to the previous ticks are computed once for every window, as a running
+    maximum along the look-back: a window's largest move is that maximum at its depth."""
     if not windows:
         return {}
     hist = np.fromiter((len(h.prob) for h in b.histories), np.int64, len(b.histories))
@@ -555,57 +673,64 @@ def _moves(b: _Batch, windows: set[float]) -> dict[float, tuple[F64, NDArray[np.
         a, c = int(b.starts[mk]), int(b.counts[mk])
         parts_p += (h.prob, b.prob[a:a + c])
         parts_t += (h.ts, b.ts[a:a + c])
-    all_p, all_t = np.concatenate(parts_p), np.concatenate(parts_t)
+    # one more value past the end: where a look-back runs past a market's history it reads
+    # this time, so far in the past that it is beyond every window
+    all_p = np.concatenate((*parts_p, [0.0]))
+    all_t = np.concatenate((*parts_t, [_LONG_AGO]))
     c_start = np.concatenate(([0], np.cumsum(hist + b.counts)[:-1]))
     at = np.repeat(c_start + hist, b.counts) + b.pos  # each tick in the concatenation
     have = np.minimum(np.repeat(hist, b.counts) + b.pos, alpha.WINDOW)  # ticks before it
     b.move_source = (all_p, all_t, at)
     total = len(b.ts)
     out = {w: (np.zeros(total), np.zeros(total, dtype=np.int64)) for w in windows}
-    # only as far back as any tick has history, and any window reaches
-    deepest = int(have.max()) if total else 0
-    r = np.arange(1, max(deepest, 1) + 1)
+    # an age (integer ms) is beyond a window of w s when it exceeds floor(w * 1000)
+    limits = {w: math.floor(w * 1000.0) for w in windows}
+    # only as far back as any tick has history
+    deepest = max(int(have.max()) if total else 0, 1)
+    r = np.arange(1, deepest + 1)
     for lo in range(0, total, _CHUNK):
         hi = min(lo + _CHUNK, total)
-        idx = np.maximum(at[lo:hi, None] - r[None, :], 0)
-        valid = r[None, :] <= have[lo:hi, None]
-        age = (b.ts[lo:hi, None] - all_t[idx]).astype(np.float64)
-        d = np.abs(b.prob[lo:hi, None] - all_p[idx])
-        for w, (best, back) in out.items():
-            ok = np.logical_and.accumulate(valid & (age <= w * 1000.0), axis=1)
-            dw = np.where(ok, d, 0.0)
-            top = dw.max(axis=1)
-            best[lo:hi] = top
-            back[lo:hi] = np.where(top > 0, np.argmax(dw == top[:, None], axis=1) + 1, 0)
+        idx = np.where(r[None, :] <= have[lo:hi, None], at[lo:hi, None] - r[None, :],
+                       len(all_t) - 1)
+        age = b.ts[lo:hi, None] - all_t[idx]
+        peak = np.maximum.accumulate(np.abs(b.prob[lo:hi, None] - all_p[idx]), axis=1)
+        rows = np.arange(hi - lo)
+        for w, (best, depth) in out.items():
+            beyond = age > limits[w]
+            d = np.argmax(beyond, axis=1)  # the first tick beyond the window ...
+            d[~beyond[rows, d]] = deepest  # ... if any
+            depth[lo:hi] = d
+            best[lo:hi] = np.where(d > 0, peak[rows, np.maximum(d - 1, 0)], 0.0)
     return out
 
 
-def _values(rule: Rule, b: _Batch, i: int, prev_vectors: Sequence[Sequence[float] | None],
-            firsts: NDArray[np.int64], moves: dict[float, tuple[F64, NDArray[np.int64]]],
+def _values(rule: Rule, b: _Batch, i: int, moves: dict[float, tuple[F64, NDArray[np.int64]]],
             ) -> dict[str, Any]:
     """The values that made ``rule`` fire at tick ``i``."""
     k, q = rule.kind, rule.params
     p = float(b.prob[i])
     row = b.raw[i]
     if k == "move":
-        back = moves[q["within_s"]][1]
+        depth = int(moves[q["within_s"]][1][i])
         assert b.move_source is not None
         all_p, all_t, at = b.move_source
-        j = int(at[i] - back[i])
+        back = all_p[at[i] - depth:at[i]][::-1]  # newest first
+        d = np.abs(p - back)
+        j = int(at[i]) - 1 - int(np.argmax(d == d.max()))  # the newest with the largest move
         return {"prob": p, "from_prob": float(all_p[j]), "from_ts": int(all_t[j]),
                 "delta": p - float(all_p[j])}
     if k == "cross":
-        prev = float(_prev_prob(b)[i])
+        prev = float(b.prev_prob()[i])
         return {"prob": p, "from_prob": prev, "level": q["level"],
                 "direction": "up" if p >= q["level"] else "down"}
     if k == "whale":
         v = float(b.vol[i])
         if q["volume"] is not None and v >= q["volume"]:
             return {"volume": v, "prob": p}
-        base = float(_prev_vsma(b, prev_vectors)[i])
+        base = float(b.prev_vol_sma()[i])
         return {"volume": v, "vol_sma10": base, "ratio": v / base, "prob": p}
     if k == "spike":
-        rate, longrun = float(row[_RATE]), float(_long_run(b, firsts)[i])
+        rate, longrun = float(row[_RATE]), float(b.long_run()[i])
         return {"tick_rate": rate, "long_run_rate": longrun, "ratio": rate / longrun}
     if q["band"] is not None:
         return {"prob": p, "bb_upper": float(row[_UPPER]), "bb_lower": float(row[_LOWER])}

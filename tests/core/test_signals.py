@@ -153,9 +153,17 @@ def test_the_same_signals_however_the_ticks_are_batched() -> None:
 
 
 def test_signal_state_round_trips_and_old_records_read() -> None:
-    state = MarketSignals({"a": (True, 5), "b": (False, None)}, 17)
-    assert MarketSignals.from_bytes(state.to_bytes()) == state
-    assert MarketSignals.from_bytes(b"") == MarketSignals()
+    rs = rules("".join(f'[[rule]]\nid = "{x}"\nkind = "whale"\nvolume = 1\n' for x in "abc"))
+    state = MarketSignals({"a": (True, 5), "b": (False, 9)}, 17)
+    assert MarketSignals.from_bytes(state.to_bytes(), rs) == state
+    assert len(state.to_bytes()) == 9 + 2 * 13  # first time, then 13 bytes per rule kept
+    assert MarketSignals.from_bytes(b"", rs) == MarketSignals()
+    # a rule gone from the file loses its entry; a state written as JSON still reads
+    assert MarketSignals.from_bytes(state.to_bytes(), rules(
+        '[[rule]]\nid = "b"\nkind = "whale"\nvolume = 1\n')) == MarketSignals(
+        {"b": (False, 9)}, 17)
+    old = b'{"r":{"a":[1,5],"b":[0,9],"c":[0,null]},"f":17}'
+    assert MarketSignals.from_bytes(old, rs) == state
     tick = Tick("m", 0.5, 1_700_000_000_000, 1.0, "u", "s")
     rec = apply_ticks(None, "m", [Arrival(0, 0, tick)]).record
     v2 = bytearray(rec.encode())
@@ -167,12 +175,15 @@ def test_signal_state_round_trips_and_old_records_read() -> None:
 
 
 def test_evaluate_does_not_change_its_input_state() -> None:
-    rs = rules('[[rule]]\nid = "w"\nkind = "whale"\nvolume = 1\n')
+    rs = rules('[[rule]]\nid = "w"\nkind = "whale"\nvolume = 1\n'
+               '[[rule]]\nid = "c"\nkind = "whale"\nvolume = 1\ncooldown_s = 5\n')
     state = MarketSignals()
     raw = np.zeros((1, alpha.DIM))
     new, fired = evaluate(rs.rules, state, "m", alpha.RollingState.empty(), None, [1], [0],
                           [0.5], [5.0], raw)
-    assert fired and state == MarketSignals() and new.rules["w"] == (True, 1)
+    assert len(fired) == 2 and state == MarketSignals()
+    # the last signal's time is kept only where a cool-down needs it
+    assert new.rules == {"w": (True, None), "c": (True, 1)} and new.first_ts == 1
 
 
 BAD = [
