@@ -141,6 +141,52 @@ def _shift(value: F64) -> I64:
     return shift
 
 
+_UNBOUNDED_COLS = np.array(sorted(_UNBOUNDED))
+_GRID_COLS = np.array(sorted(_GRIDS))
+_GRID_DENOMS = np.array([_GRIDS[j] for j in sorted(_GRIDS)])
+_DECIMAL_COLS = np.array([j for j in range(alpha.DIM) if j not in _GRIDS])
+_BITS = np.left_shift(np.uint32(1), np.arange(alpha.DIM, dtype=np.uint32))
+
+
+def encode_rows(raw: F64) -> tuple[F32, F32, NDArray[np.uint32], NDArray[np.bool_]]:
+    """What an index stores of each raw vector (row of ``raw``): the float32 unit vector,
+    its norm, the recovery mask (bit ``j``: component ``j`` is recovered exactly, see
+    :func:`recover`) and whether every component's approximation is within its bound (rows
+    where it is not are kept exactly).
+
+    :func:`approx`, :func:`recover` and :func:`grid_step` over every component at once:
+    whole-matrix operations, the same element by element as the column functions (so
+    the same bits), a fixed number of numpy calls whatever the rows."""
+    with np.errstate(all="ignore"):  # overflows, NaN products: those rows are kept
+        vectors, norms = alpha.embed_with_norms(raw)
+        scales = norms.astype(np.float32)
+        squashed = vectors.astype(np.float64) * scales.astype(np.float64)[:, None]
+        value = squashed.copy()
+        tol = np.abs(squashed) * REL
+        cols = squashed[:, _UNBOUNDED_COLS]
+        grown = np.copysign(np.expm1(np.abs(cols)), cols)
+        value[:, _UNBOUNDED_COLS] = grown
+        tol[:, _UNBOUNDED_COLS] = np.abs(grown) * (REL * (1.0 + np.abs(cols)))
+        same = (value == raw) & (np.signbit(value) == np.signbit(raw))
+        off = np.abs(value - raw)
+        fine = (same | ((tol > 0) & (off <= tol / 2))).all(axis=1)
+        found = np.empty_like(value)
+        step = np.empty_like(value)
+        grid = value[:, _GRID_COLS]
+        found[:, _GRID_COLS] = np.rint(grid * _GRID_DENOMS) / _GRID_DENOMS
+        step[:, _GRID_COLS] = 1.0 / _GRID_DENOMS
+        decimal = value[:, _DECIMAL_COLS]
+        shift = _shift(decimal)
+        p = _POW10[np.minimum(np.abs(shift), 22)]
+        near = np.where(shift >= 0, np.rint(decimal * p) / p, np.rint(decimal / p) * p)
+        near[np.abs(shift) > 22] = np.nan
+        found[:, _DECIMAL_COLS] = near
+        step[:, _DECIMAL_COLS] = 10.0 ** -shift.astype(np.float64)
+        hit = (found == raw) & (np.signbit(found) == np.signbit(raw)) & (off <= step / 4)
+    exact = np.bitwise_or.reduce(np.where(hit, _BITS, np.uint32(0)), axis=1).astype(np.uint32)
+    return vectors, scales, exact, fine
+
+
 class PartitionIndex:
     """One partition's markets: an id per row, the unit vectors, their norms, the recovery
     masks and the id ranks.
@@ -231,21 +277,7 @@ class PartitionIndex:
         self._reserve(len(self.ids))
         if not keep.all():
             at, raw = at[keep], raw[keep]
-        exact = np.zeros(len(raw), dtype=np.uint32)
-        fine = np.ones(len(raw), dtype=bool)
-        with np.errstate(all="ignore"):  # overflows, NaN products: those rows are kept
-            vectors, norms = alpha.embed_with_norms(raw)
-            scales = norms.astype(np.float32)
-            for j in range(alpha.DIM):
-                want = raw[:, j]
-                value, tol = approx(vectors[:, j], scales, j)
-                same = (value == want) & (np.signbit(value) == np.signbit(want))
-                off = np.abs(value - want)
-                fine &= same | ((tol > 0) & (off <= tol / 2))
-                found = recover(value, j)
-                hit = (found == want) & (np.signbit(found) == np.signbit(want)) & (
-                    off <= grid_step(value, j) / 4)
-                exact |= hit.astype(np.uint32) << np.uint32(j)
+        vectors, scales, exact, fine = encode_rows(raw)
         self._vectors[at], self._scales[at], self._exact[at] = vectors, scales, exact
         for row, ok, values in zip(at.tolist(), fine.tolist(), raw, strict=True):
             if not ok:

@@ -345,3 +345,40 @@ def test_ties_beyond_the_limit_are_broken_by_id_ranked_or_not() -> None:
     extra = [f"m-0000{i}x" for i in range(5)]  # unranked rows that sort first
     store.put(index, extra, np.tile(raw[names.index(want[0])], (5, 1)))
     assert [m for m, _ in vectors.screen([index], spec)] == sorted(extra + want)[:40]
+
+
+def _encode_by_column(raw: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What an index stores of each row, component by component with the column functions
+    (approx, recover, grid_step): the reference for the whole-matrix encode_rows."""
+    exact = np.zeros(len(raw), dtype=np.uint32)
+    fine = np.ones(len(raw), dtype=bool)
+    with np.errstate(all="ignore"):
+        vecs, norms = alpha.embed_with_norms(raw)
+        scales = norms.astype(np.float32)
+        for j in range(alpha.DIM):
+            want = raw[:, j]
+            value, tol = vectors.approx(vecs[:, j], scales, j)
+            same = (value == want) & (np.signbit(value) == np.signbit(want))
+            off = np.abs(value - want)
+            fine &= same | ((tol > 0) & (off <= tol / 2))
+            found = vectors.recover(value, j)
+            hit = (found == want) & (np.signbit(found) == np.signbit(want)) & (
+                off <= vectors.grid_step(value, j) / 4)
+            exact |= hit.astype(np.uint32) << np.uint32(j)
+    return vecs, scales, exact, fine
+
+
+def test_encode_rows_stores_the_same_bits_as_the_column_functions() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n = int(rng.integers(1, 300))
+        raw = rng.normal(size=(n, alpha.DIM)) * 10.0 ** rng.integers(-30, 30, (n, alpha.DIM))
+        raw[rng.random(raw.shape) < 0.3] = round(float(rng.random()), 3)  # decimals
+        raw[rng.random(raw.shape) < 0.1] = 0.0
+        raw[rng.random(raw.shape) < 0.02] = -0.0
+        raw[rng.random(raw.shape) < 0.01] = 1e308  # overflows: kept rows
+        raw[:, alpha.INDEX["hour_of_day"]] = rng.integers(0, 24, n) / 23
+        raw[:, alpha.INDEX["rsi14"]] = rng.choice([0.0, 0.5, 1.0], n)
+        got, want = vectors.encode_rows(raw), _encode_by_column(raw)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.tobytes() == w.tobytes()
