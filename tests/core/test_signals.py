@@ -201,6 +201,9 @@ BAD = [
     ("[[rule]]\nid = 'a'\nkind = 'whale'\nvolume = 1\ncooldown_s = -1\n", 5, "cooldown_s"),
     ("[[rule]]\nid = 'a'\nkind = 'whale'\nvolume = 1\nmarkets = 'x'\n", 5, "list of"),
     ("title = 'x'\n", 1, "unknown top-level key 'title'"),
+    # state is stored under a crc32 of the id: two ids with the same one are refused
+    ("[[rule]]\nid = 'plumless'\nkind = 'cross'\nlevel = 0.5\n[[rule]]\nid = 'buckeroo'\n"
+     "kind = 'cross'\nlevel = 0.4\n", 5, "'plumless' and 'buckeroo' have the same crc32"),
 ]
 
 
