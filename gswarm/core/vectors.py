@@ -71,6 +71,7 @@ REL = 2.0**-21
 _GROWTH = 1.0625  # capacity grows by a sixteenth: at most ~6 % of the arrays unused
 _MIN_CAPACITY = 256
 _UNBOUNDED = frozenset(alpha.INDEX[name] for name in alpha.UNBOUNDED)
+_UNBOUNDED_LIST = sorted(_UNBOUNDED)
 #: Components that are an integer over a fixed denominator (alpha's time features).
 _GRIDS = {alpha.INDEX["hour_of_day"]: 23.0, alpha.INDEX["weekday"]: 6.0,
           alpha.INDEX["seconds_of_day"]: 86399.0}
@@ -96,39 +97,54 @@ def exact_scores(rows: F32, target: F32) -> F64:
 def approx(vectors: F32, scales: F32, component: int) -> tuple[F64, F64]:
     """Component ``component`` of each market from its stored vector (one column) and norm:
     the approximate value and the bound ``tol`` on its distance to the exact one."""
-    squashed = vectors.astype(np.float64) * scales.astype(np.float64)
-    if component not in _UNBOUNDED:
+    value, tol = approx_columns(vectors[:, None], scales, [component])
+    return value[:, 0], tol[:, 0]
+
+
+def approx_columns(vectors: F32, scales: F32, components: Sequence[int],
+                   ) -> tuple[F64, F64]:
+    """:func:`approx` of several components at once: column ``c`` of ``vectors`` is
+    component ``components[c]`` (element by element the same arithmetic)."""
+    squashed = vectors.astype(np.float64) * scales.astype(np.float64)[:, None]
+    grown = np.isin(components, _UNBOUNDED_LIST)
+    if not grown.any():
         return squashed, np.abs(squashed) * REL
-    value = np.copysign(np.expm1(np.abs(squashed)), squashed)
-    return value, np.abs(value) * (REL * (1.0 + np.abs(squashed)))
+    value = squashed.copy()
+    tol = np.empty_like(squashed)
+    tol[:, ~grown] = np.abs(squashed[:, ~grown]) * REL
+    part = squashed[:, grown]
+    value[:, grown] = np.copysign(np.expm1(np.abs(part)), part)
+    tol[:, grown] = np.abs(value[:, grown]) * (REL * (1.0 + np.abs(part)))
+    return value, tol
 
 
 def recover(value: F64, component: int) -> F64:
     """The value ``value`` approximates if it is a short one (6 significant digits, or on a
-    time feature's grid); NaN where there is none (see :func:`grid_step`)."""
-    if component in _GRIDS:
-        d = _GRIDS[component]
-        found: F64 = np.rint(value * d) / d
-        return found
-    shift = _shift(value)
-    ok = np.abs(shift) <= 22
-    p = _POW10[np.minimum(np.abs(shift), 22)]
-    up = shift >= 0
-    if up.all():
-        found = np.rint(value * p) / p
-    else:
-        found = np.rint(value / p) * p
-        found[up] = np.rint(value[up] * p[up]) / p[up]
-    if not ok.all():
-        found[~ok] = np.nan
-    return found
+    time feature's grid); NaN where there is none (see :func:`recover_columns`)."""
+    return recover_columns(value[:, None], [component])[0][:, 0]
 
 
-def grid_step(value: F64, component: int) -> F64:
-    """The spacing of the values :func:`recover` gives near ``value``."""
-    if component in _GRIDS:
-        return np.full(len(value), 1.0 / _GRIDS[component])
-    return 10.0 ** -_shift(value).astype(np.float64)
+def recover_columns(value: F64, components: Sequence[int]) -> tuple[F64, F64]:
+    """:func:`recover` of several components at once (column ``c`` of ``value`` is component
+    ``components[c]``), and the spacing of the values it gives near each value."""
+    found = np.empty_like(value)
+    step = np.empty_like(value)
+    denoms = np.array([_GRIDS.get(int(j), 0.0) for j in components])
+    grid = denoms > 0
+    if grid.any():
+        d = denoms[grid]
+        found[:, grid] = np.rint(value[:, grid] * d) / d
+        step[:, grid] = 1.0 / d
+    if not grid.all():
+        decimal = value[:, ~grid]
+        shift = _shift(decimal)
+        p = _POW10[np.minimum(np.abs(shift), 22)]
+        with np.errstate(over="ignore"):  # only where the shift is out of range: NaN below
+            near = np.where(shift >= 0, np.rint(decimal * p) / p, np.rint(decimal / p) * p)
+        near[np.abs(shift) > 22] = np.nan
+        found[:, ~grid] = near
+        step[:, ~grid] = 10.0 ** -shift.astype(np.float64)
+    return found, step
 
 
 def _shift(value: F64) -> I64:
@@ -141,10 +157,7 @@ def _shift(value: F64) -> I64:
     return shift
 
 
-_UNBOUNDED_COLS = np.array(sorted(_UNBOUNDED))
-_GRID_COLS = np.array(sorted(_GRIDS))
-_GRID_DENOMS = np.array([_GRIDS[j] for j in sorted(_GRIDS)])
-_DECIMAL_COLS = np.array([j for j in range(alpha.DIM) if j not in _GRIDS])
+_ALL = list(range(alpha.DIM))
 _BITS = np.left_shift(np.uint32(1), np.arange(alpha.DIM, dtype=np.uint32))
 
 
@@ -154,34 +167,15 @@ def encode_rows(raw: F64) -> tuple[F32, F32, NDArray[np.uint32], NDArray[np.bool
     :func:`recover`) and whether every component's approximation is within its bound (rows
     where it is not are kept exactly).
 
-    :func:`approx`, :func:`recover` and :func:`grid_step` over every component at once:
-    whole-matrix operations, the same element by element as the column functions (so
-    the same bits), a fixed number of numpy calls whatever the rows."""
+    :func:`approx_columns` and :func:`recover_columns` over every component at once."""
     with np.errstate(all="ignore"):  # overflows, NaN products: those rows are kept
         vectors, norms = alpha.embed_with_norms(raw)
         scales = norms.astype(np.float32)
-        squashed = vectors.astype(np.float64) * scales.astype(np.float64)[:, None]
-        value = squashed.copy()
-        tol = np.abs(squashed) * REL
-        cols = squashed[:, _UNBOUNDED_COLS]
-        grown = np.copysign(np.expm1(np.abs(cols)), cols)
-        value[:, _UNBOUNDED_COLS] = grown
-        tol[:, _UNBOUNDED_COLS] = np.abs(grown) * (REL * (1.0 + np.abs(cols)))
+        value, tol = approx_columns(vectors, scales, _ALL)
         same = (value == raw) & (np.signbit(value) == np.signbit(raw))
         off = np.abs(value - raw)
         fine = (same | ((tol > 0) & (off <= tol / 2))).all(axis=1)
-        found = np.empty_like(value)
-        step = np.empty_like(value)
-        grid = value[:, _GRID_COLS]
-        found[:, _GRID_COLS] = np.rint(grid * _GRID_DENOMS) / _GRID_DENOMS
-        step[:, _GRID_COLS] = 1.0 / _GRID_DENOMS
-        decimal = value[:, _DECIMAL_COLS]
-        shift = _shift(decimal)
-        p = _POW10[np.minimum(np.abs(shift), 22)]
-        near = np.where(shift >= 0, np.rint(decimal * p) / p, np.rint(decimal / p) * p)
-        near[np.abs(shift) > 22] = np.nan
-        found[:, _DECIMAL_COLS] = near
-        step[:, _DECIMAL_COLS] = 10.0 ** -shift.astype(np.float64)
+        found, step = recover_columns(value, _ALL)
         hit = (found == raw) & (np.signbit(found) == np.signbit(raw)) & (off <= step / 4)
     exact = np.bitwise_or.reduce(np.where(hit, _BITS, np.uint32(0)), axis=1).astype(np.uint32)
     return vectors, scales, exact, fine

@@ -349,7 +349,8 @@ def test_ties_beyond_the_limit_are_broken_by_id_ranked_or_not() -> None:
 
 def _encode_by_column(raw: np.ndarray) -> tuple[np.ndarray, ...]:
     """What an index stores of each row, component by component with the column functions
-    (approx, recover, grid_step): the reference for the whole-matrix encode_rows."""
+    (approx, recover, and the spacing recover_columns gives): the reference for the
+    whole-matrix encode_rows."""
     exact = np.zeros(len(raw), dtype=np.uint32)
     fine = np.ones(len(raw), dtype=bool)
     with np.errstate(all="ignore"):
@@ -363,7 +364,7 @@ def _encode_by_column(raw: np.ndarray) -> tuple[np.ndarray, ...]:
             fine &= same | ((tol > 0) & (off <= tol / 2))
             found = vectors.recover(value, j)
             hit = (found == want) & (np.signbit(found) == np.signbit(want)) & (
-                off <= vectors.grid_step(value, j) / 4)
+                off <= vectors.recover_columns(value[:, None], [j])[1][:, 0] / 4)
             exact |= hit.astype(np.uint32) << np.uint32(j)
     return vecs, scales, exact, fine
 
