@@ -352,8 +352,8 @@ def decode_states(rules: RuleSet, data: Sequence[bytes]) -> States:
     first = np.full(m, NO_TIME, dtype=np.int64)
     on = np.zeros((m, len(keys)), dtype=bool)
     last = np.full((m, len(keys)), NO_TIME, dtype=np.int64)
-    data = [d if not d or d[0] == _STATE_VERSION else MarketSignals.from_json(d).to_bytes()
-            for d in data]
+    data = [d if not d or d[0] == _STATE_VERSION
+            else MarketSignals.from_json(d).to_bytes(rules) for d in data]
     stored = [i for i, d in enumerate(data) if d]
     if not stored or not len(keys):
         for i in stored:
@@ -403,15 +403,17 @@ class MarketSignals:
     rules: dict[str, tuple[bool, int | None]] = field(default_factory=dict)
     first_ts: int | None = None
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, rules: RuleSet) -> bytes:
+        """The stored form (:func:`encode_states`) for the tick rules of ``rules``; entries
+        of other rules are not kept."""
         if not self.rules and self.first_ts is None:
             return b""
-        entries = np.array([(rule_key(k), on, NO_TIME if t is None else t)
-                            for k, (on, t) in sorted(self.rules.items(),
-                                                     key=lambda kv: rule_key(kv[0]))
-                            if on or t is not None], dtype=_ENTRY)
-        first = NO_TIME if self.first_ts is None else self.first_ts
-        return _FIRST.pack(_STATE_VERSION, first) + entries.tobytes()
+        held = [self.rules.get(r.id, (False, None)) for r in rules.tick_rules]
+        return encode_states(rules, States(
+            np.array([NO_TIME if self.first_ts is None else self.first_ts], dtype=np.int64),
+            np.array([[on for on, _ in held]], dtype=bool).reshape(1, len(held)),
+            np.array([[NO_TIME if t is None else t for _, t in held]],
+                     dtype=np.int64).reshape(1, len(held))))[0]
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview, rules: RuleSet) -> MarketSignals:
@@ -466,7 +468,7 @@ def evaluate(
     rs = RuleSet(tuple(rules))
     vsma = np.array([prev_vector[_VOL] if prev_vector is not None else np.nan])
     states, fired = evaluate_many(
-        rs, [market], [state.to_bytes()], [history], vsma,
+        rs, [market], [state.to_bytes(rs)], [history], vsma,
         np.array([len(ts)], dtype=np.int64), np.asarray(ts, dtype=np.int64),
         np.asarray(seq, dtype=np.uint64), np.asarray(prob, dtype=np.float64),
         np.asarray(volume, dtype=np.float64), np.asarray(raw, dtype=np.float64))

@@ -155,11 +155,11 @@ def test_the_same_signals_however_the_ticks_are_batched() -> None:
 def test_signal_state_round_trips_and_old_records_read() -> None:
     rs = rules("".join(f'[[rule]]\nid = "{x}"\nkind = "whale"\nvolume = 1\n' for x in "abc"))
     state = MarketSignals({"a": (True, 5), "b": (False, 9)}, 17)
-    assert MarketSignals.from_bytes(state.to_bytes(), rs) == state
-    assert len(state.to_bytes()) == 9 + 2 * 13  # first time, then 13 bytes per rule kept
+    assert MarketSignals.from_bytes(state.to_bytes(rs), rs) == state
+    assert len(state.to_bytes(rs)) == 9 + 2 * 13  # first time, then 13 bytes per rule kept
     assert MarketSignals.from_bytes(b"", rs) == MarketSignals()
     # a rule gone from the file loses its entry; a state written as JSON still reads
-    assert MarketSignals.from_bytes(state.to_bytes(), rules(
+    assert MarketSignals.from_bytes(state.to_bytes(rs), rules(
         '[[rule]]\nid = "b"\nkind = "whale"\nvolume = 1\n')) == MarketSignals(
         {"b": (False, 9)}, 17)
     old = b'{"r":{"a":[1,5],"b":[0,9],"c":[0,null]},"f":17}'
