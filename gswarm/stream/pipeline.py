@@ -409,7 +409,7 @@ class Ingest:
                 rows.append(applied.current)
             yield market, event, counted
         for partition, (ids, rows) in changed.items():
-            self.vectors.upsert(partition, ids, np.vstack(rows))
+            self.vectors.upsert(partition, ids, rows)
 
     def write_market(
         self, event: EventT[Any], market: str, record: MarketRecord | None,

@@ -9,6 +9,14 @@ between them (a million markets take seconds: the worker must keep heartbeating 
 ingesting meanwhile); the ingest upserts into the index being built, and the rebuild only
 adds markets it does not hold yet, so a newer value is never replaced by an older one.
 
+The ingest's upserts are deferred: a batch only notes each market's newest raw vector
+(:meth:`VectorCache.upsert`, a dict set), and the index encodes what is pending in one
+whole-matrix step when a query asks for it (:meth:`VectorCache.ready`) or once
+:data:`PENDING_ROWS` markets wait. Encoding a few rows costs as many numpy calls as
+encoding thousands: at 1,000 ticks/s, with batches of ~20 ticks over every partition,
+encoding at each batch took 11 % of the main thread (py-spy, 2026-11-29). A query still
+sees every market the ingest wrote before it: the pending rows are applied first.
+
 An index keeps no exact raw components (see :mod:`gswarm.core.vectors`): the few a screen
 needs exactly are read back from the partition's market records (:func:`exact_vectors`),
 which the ingest writes in the same synchronous step as it upserts, so the two agree
@@ -35,6 +43,8 @@ from gswarm.core.vectors import F64, PartitionIndex
 log = logging.getLogger(__name__)
 
 _CHUNK = 4096  # records read between two yields to the event loop
+#: markets whose vectors wait for the index before an upsert encodes them without a query
+PENDING_ROWS = 4096
 
 
 class Rebalanced(Exception):
@@ -48,13 +58,36 @@ class VectorCache:
         self.facts = facts
         self.parts: dict[int, PartitionIndex] = {}
         self.builds: dict[int, asyncio.Task[None]] = {}
+        #: partition -> market -> its newest raw vector, not in the index yet
+        self.pending: dict[int, dict[str, F64]] = {}
+        self.pending_rows = 0
 
-    def upsert(self, partition: int, markets: Sequence[str], raw: F64) -> None:
-        """The ingest wrote these markets' records: their current raw alpha vectors."""
-        self._index(partition).upsert(markets, raw)
+    def upsert(self, partition: int, markets: Sequence[str], raw: Iterable[F64]) -> None:
+        """The ingest wrote these markets' records: their current raw alpha vectors (one
+        row each). Applied to the index by :meth:`flush`."""
+        self._index(partition)  # a partition new to this worker starts its rebuild now
+        rows = self.pending.setdefault(partition, {})
+        before = len(rows)
+        rows.update(zip(markets, raw, strict=True))
+        self.pending_rows += len(rows) - before
+        if self.pending_rows >= PENDING_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the pending upserts to the indexes (each partition's in one step)."""
+        pending, self.pending, self.pending_rows = self.pending, {}, 0
+        for partition, rows in pending.items():
+            self._index(partition).upsert(list(rows), np.vstack(list(rows.values())))
+
+    def markets(self) -> int:
+        """Markets held by the indexes of this worker's partitions."""
+        self.flush()
+        return sum(len(p) for p in self.parts.values())
 
     async def ready(self, partitions: Iterable[int]) -> list[PartitionIndex]:
-        """The complete indexes of ``partitions`` (waits for rebuilds under way)."""
+        """The complete indexes of ``partitions`` (waits for rebuilds under way), with
+        every pending upsert applied."""
+        self.flush()
         out = []
         for partition in partitions:
             index = self._index(partition)
@@ -68,16 +101,21 @@ class VectorCache:
                 if failed is not None:
                     raise failed
             out.append(index)
+        self.flush()  # what the ingest wrote while a rebuild was awaited
         return out
 
     def forget(self) -> None:
-        """A rebalance: drop every index (rebuilt from the records when next needed)."""
+        """A rebalance: drop every index (rebuilt from the records when next needed; the
+        pending vectors are in those records already)."""
         for build in self.builds.values():
             build.cancel()
         self.builds.clear()
         self.parts.clear()
+        self.pending.clear()
+        self.pending_rows = 0
 
     def nbytes(self) -> int:
+        self.flush()
         return sum(p.nbytes for p in self.parts.values())
 
     def _index(self, partition: int) -> PartitionIndex:

@@ -163,7 +163,7 @@ async def stats(web: Any, request: Any) -> Any:
         "unique_markets": merged.markets.estimate(),
         "unique_traders": merged.traders.estimate(),
         "sketched_ticks": merged.ticks,
-        "vectors": {"markets": sum(len(p) for p in ingest.vectors.parts.values()),
+        "vectors": {"markets": ingest.vectors.markets(),
                     "bytes": ingest.vectors.nbytes(),
                     "rebuilding": sorted(ingest.vectors.builds)},
     })
