@@ -6,12 +6,19 @@ changelog recovery, or by a standby replica reading the changelog -- this store 
 the segment's datoms and the market record it carries into the same partition database, in
 one RocksDB write batch. Queries then are range scans over ordered keys (see
 :mod:`gswarm.core.facts`).
+
+The agent writes a batch's segments inside :meth:`FactStore.batched`: one RocksDB write
+per partition for the whole batch instead of one per market (each write appends to the
+WAL: ~45 us, 5 % of the main thread at 1,000 ticks/s, py-spy 2026-11-29). The block is
+synchronous (nothing else reads the store before it ends), so every reader still finds
+each segment with its datoms and record, or none of them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import rocksdict
@@ -26,6 +33,23 @@ class FactStore(SharedStore):
     """Faust's RocksDB store (rocksdict, shared memory) with segment expansion."""
 
     _known: tuple[bytes, Segment] | None = None
+    #: partition -> the write batch of :meth:`batched` (None: each write goes at once)
+    _pending: dict[int, rocksdict.WriteBatch] | None = None
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Writes in this (synchronous) block go to one RocksDB write batch per partition,
+        written when it ends, even if it raises (as if each had been written at once)."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = {}
+        try:
+            yield
+        finally:
+            pending, self._pending = self._pending, None
+            for partition, batch in pending.items():
+                self._db_for_partition(partition).write(batch)
 
     def expect(self, value: bytes, segment: Segment) -> None:
         """The next write of ``value`` (this very bytes object) holds ``segment``.
@@ -55,11 +79,20 @@ class FactStore(SharedStore):
     def _set(self, key: bytes, value: bytes | None) -> None:
         event = current_event()
         assert event is not None, "facts are written while processing an event"
-        db = self._db_for_partition(event.message.partition)
+        partition = event.message.partition
+        db = self._db_for_partition(partition)
         known, self._known = self._known, None
+        segment = known[1] if known is not None and known[0] is value else None
+        pending = self._pending
+        if pending is not None and value is not None:
+            if partition not in pending:
+                pending[partition] = rocksdict.WriteBatch(raw_mode=True)
+            _expand(pending[partition], key, value, db.get, segment)
+            return
+        if pending is not None and partition in pending:
+            db.write(pending.pop(partition))  # a delete reads what is stored: write first
         batch = rocksdict.WriteBatch(raw_mode=True)
-        _expand(batch, key, value, db.get,
-                known[1] if known is not None and known[0] is value else None)
+        _expand(batch, key, value, db.get, segment)
         db.write(batch)
 
     def _del(self, key: bytes) -> None:

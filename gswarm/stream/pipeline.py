@@ -306,11 +306,12 @@ class Ingest:
                 owner[tick.market] = event
                 partition_event[msg.partition] = event
         counted: dict[int, list[CountedTick]] = defaultdict(list)
-        for market, event, arrivals in self.write_markets(groups, owner):
-            counted[event.message.partition] += [
-                CountedTick(a.offset, a.index, market, a.tick.trader, a.tick.ts)
-                for a in arrivals
-            ]
+        with self.facts.data.batched():
+            for market, event, arrivals in self.write_markets(groups, owner):
+                counted[event.message.partition] += [
+                    CountedTick(a.offset, a.index, market, a.tick.trader, a.tick.ts)
+                    for a in arrivals
+                ]
         for partition, ticks in counted.items():
             self.sketches.apply(partition_event[partition], ticks)
         self.facts_written(began)
