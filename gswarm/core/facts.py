@@ -184,7 +184,13 @@ class Segment:
                    header.get("sg", []))
 
     def datoms(self) -> list[tuple[bytes, bytes]]:
-        """(key, value) of every datom in the segment."""
+        """(key, value) of every datom in the segment.
+
+        Probabilities, volumes and alpha vectors are packed for the whole segment at once
+        and sliced per tick: the same bytes as packing each value on its own (``_F64``),
+        at about half the cost (this was 10 % of the main thread at full load, py-spy
+        2026-11-29).
+        """
         out: list[tuple[bytes, bytes]] = []
         prefix = FACT + market_prefix(self.market)
         codes = TICK_ATTRIBUTES
@@ -193,14 +199,20 @@ class Segment:
         p_tr = prefix + bytes((codes["tick/trader"],))
         p_oc = prefix + bytes((codes["tick/outcome"],))
         p_al = prefix + bytes((codes["market/alpha"],))
-        alpha = self.alpha.astype("<f4")
-        for i, (ts, seq) in enumerate(zip(self.ts.tolist(), self.seq.tolist(), strict=True)):
-            tx = _TX.pack(ts, seq)
-            out.append((p_prob + tx, _F64.pack(self.prob[i])))
-            out.append((p_vol + tx, _F64.pack(self.volume[i])))
-            out.append((p_tr + tx, self.trader[i].encode()))
-            out.append((p_oc + tx, self.outcome[i].encode()))
-            out.append((p_al + tx, alpha[i].tobytes()))
+        probs = np.asarray(self.prob, dtype="<f8").tobytes()
+        vols = np.asarray(self.volume, dtype="<f8").tobytes()
+        alphas = np.ascontiguousarray(self.alpha, dtype="<f4").tobytes()
+        width = len(alphas) // len(self.ts) if len(self.ts) else 0
+        append = out.append
+        pack = _TX.pack
+        for i, (ts, seq, trader, outcome) in enumerate(zip(
+                self.ts.tolist(), self.seq.tolist(), self.trader, self.outcome, strict=True)):
+            t = pack(ts, seq)
+            append((p_prob + t, probs[8 * i:8 * i + 8]))
+            append((p_vol + t, vols[8 * i:8 * i + 8]))
+            append((p_tr + t, trader.encode()))
+            append((p_oc + t, outcome.encode()))
+            append((p_al + t, alphas[width * i:width * i + width]))
         for sig in self.signals:
             out.append((signal_key(self.market, sig["ts"], sig["seq"], sig["rule"]),
                         orjson.dumps(sig)))

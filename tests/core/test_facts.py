@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from gswarm.core.facts import (
@@ -53,6 +55,31 @@ def test_segment_round_trip_and_datoms() -> None:
     datoms = seg.datoms()
     assert len(datoms) == n * len(TICK_ATTRIBUTES)
     assert len({k for k, _ in datoms}) == len(datoms)
+
+
+def test_datoms_hold_each_ticks_values_under_its_eavt_key() -> None:
+    """The whole-segment packing gives, for every tick, the key and bytes of packing its
+    own values (big-endian time and seq in the key; little-endian float64 and float32)."""
+    rng = np.random.default_rng(3)
+    n, dim = 9, 20
+    seg = Segment(
+        market="m-é", ts=rng.integers(1, 2**62, n).astype(np.int64),
+        seq=rng.integers(0, 2**63, n).astype(np.uint64),
+        prob=np.append(rng.random(n - 1), np.nan), volume=rng.random(n) * 1e9,
+        trader=[f"t{i}" for i in range(n)], outcome=["YES", "NO", "é"] * 3,
+        alpha=rng.random((n, dim)).astype(np.float32), record=b"r",
+    )
+    want = []
+    for i in range(n):
+        ts, seq = int(seg.ts[i]), int(seg.seq[i])
+        for name, value in (
+                ("tick/probability", struct.pack("<d", seg.prob[i])),
+                ("tick/volume", struct.pack("<d", seg.volume[i])),
+                ("tick/trader", seg.trader[i].encode()),
+                ("tick/outcome", seg.outcome[i].encode()),
+                ("market/alpha", b"".join(struct.pack("<f", x) for x in seg.alpha[i]))):
+            want.append((fact_key("m-é", TICK_ATTRIBUTES[name], ts, seq), value))
+    assert seg.datoms() == want
 
 
 def test_holders_picks_the_one_segment_that_can_hold_each_seq() -> None:
