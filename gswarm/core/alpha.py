@@ -204,19 +204,28 @@ def _windowed(
     """
     back = np.arange(WINDOW)
     have = np.minimum(n_at, WINDOW)
-    valid = back[None, :] < have[:, None]
-    idx = np.maximum(at_p[:, None] - back[None, :], 0)
-    win = np.where(valid, all_p[idx], 0.0)
+    # every window full (markets with long histories: the steady state): no masking, the
+    # same numbers without the passes that mask nothing
+    full = bool(have.min() == WINDOW) if len(have) else False
+    valid = np.ones((0, WINDOW), dtype=bool) if full else back[None, :] < have[:, None]
+    idx = at_p[:, None] - back[None, :]
+    if not full:
+        np.maximum(idx, 0, out=idx)
+    win = all_p[idx] if full else np.where(valid, all_p[idx], 0.0)
     for k, name in ((10, "sma10"), (20, "sma20"), (50, "sma50"), (200, "sma200")):
         out[:, INDEX[name]] = win[:, :k].sum(axis=1) / np.minimum(n_at, k)
 
     sma20 = out[:, INDEX["sma20"]]
-    dev = np.where(valid[:, :20], win[:, :20] - sma20[:, None], 0.0)
+    dev = win[:, :20] - sma20[:, None]
+    if not full:
+        dev = np.where(valid[:, :20], dev, 0.0)
     std = np.sqrt((dev * dev).sum(axis=1) / np.minimum(n_at, 20))
     out[:, INDEX["bb_upper"]], out[:, INDEX["bb_lower"]] = sma20 + 2 * std, sma20 - 2 * std
 
     # change r: into the tick r back from this one, from the one before it
-    changes = np.where(valid[:, 1:15], win[:, :14] - win[:, 1:15], 0.0)
+    changes = win[:, :14] - win[:, 1:15]
+    if not full:
+        changes = np.where(valid[:, 1:15], changes, 0.0)
     gains = np.maximum(changes, 0.0).sum(axis=1)
     losses = np.maximum(-changes, 0.0).sum(axis=1)
     total = gains + losses
@@ -231,7 +240,7 @@ def _windowed(
     vwin = np.where(vback[None, :] < np.minimum(n_at, VOL_WINDOW)[:, None], all_v[vidx], 0.0)
     out[:, INDEX["vol_sma10"]] = vwin.sum(axis=1) / np.minimum(n_at, VOL_WINDOW)
 
-    twin = np.where(valid, all_t[idx], ts[:, None])
+    twin = all_t[idx] if full else np.where(valid, all_t[idx], ts[:, None])
     span = (twin.max(axis=1) - twin.min(axis=1)) / 1000.0
     out[:, INDEX["tick_rate"]] = np.divide(have - 1, span, out=np.zeros(m), where=span > 0)
 
