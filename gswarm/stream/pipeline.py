@@ -30,7 +30,7 @@ from gswarm.core.facts import (
     holders,
     market_key,
     pieces,
-    plan_prune,
+    plan_prune_seeking,
     segment_prefix,
     seq_for,
     signal_key,
@@ -611,7 +611,7 @@ class Ingest:
         store = self.facts.data
         partition = event.message.partition
         db = store.db(partition)
-        doomed = plan_prune(store.segment_keys(partition), retention_ms)
+        doomed = plan_prune_seeking(db.iter(), retention_ms)
         done_before = logged_prune(db.get(PRUNE_LOG), offset)
         if done_before:
             doomed = sorted(set(doomed).union(done_before))
