@@ -50,8 +50,10 @@ def targets(doc: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     sig = parts.get("signals")
     if sig:
         p99, added = sig["latency"]["p99_ms"], sig["cost"]["added_pct"]
-        rows.append(("tick -> signal p99 <= 100 ms at 1,000 ticks/s (issue 16)", f"{p99} ms",
-                     p99 is not None and p99 <= 100))
+        warm = sig["latency"].get("warm_s", 0)
+        after = f", ticks after the first {warm:.0f} s" if warm else ""
+        rows.append((f"tick -> signal p99 <= 100 ms at 1,000 ticks/s (issue 16{after})",
+                     f"{p99} ms", p99 is not None and p99 <= 100))
         rows.append(("20 rules add <= 20 % CPU per tick (issue 16; ingest core)",
                      f"{added:+.1f} %",
                      added <= 20))
@@ -245,10 +247,16 @@ _QUERIES = {
 
 def _signals(g: dict[str, Any]) -> list[str]:
     lat, cost = g["latency"], g["cost"]
+    first = lat.get("first")
+    warm = (f"; the first {lat['warm_s']:.0f} s of the fresh worker ({first['signals']:,} "
+            f"signals, every market new): p50 {first['p50_ms']} ms, p99 {first['p99_ms']} ms, "
+            f"max {first['max_ms']} ms") if lat.get("warm_s") and first else ""
     return [f"**Signals** ({g['rules']} rules, bench/signals.py): tick -> signal on the "
-            f"topic at {lat['rate']:,.0f} ticks/s for {lat['seconds']:.0f} s, "
+            f"topic at {lat['rate']:,.0f} ticks/s; the ticks of the last "
+            f"{lat['seconds']:.0f} s, "
             f"{lat['signals']:,} signals: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-            f"max {lat['max_ms']} ms (the same run's facts, produce -> queryable: p50 "
+            f"max {lat['max_ms']} ms{warm} (facts over the whole run, produce -> "
+            f"queryable: p50 "
             f"{lat['facts_arrival_p50_ms']} ms, p99 {lat['facts_arrival_p99_ms']} ms). "
             f"Ingest core CPU per tick ({cost['ticks']:,} ticks, {cost['markets']} markets, "
             f"batches of {cost['batch']}, best of {cost['runs']}): "

@@ -3,7 +3,8 @@
 Latency: a fresh lean worker with :data:`RULES` (20 rules), a producer sending synthetic
 ticks at ``rate`` stamped with the wall clock as they are sent, and a consumer of the
 signals topic noting, for each signal, when it arrives minus its tick's event time (both
-clocks this machine's): p50, p99, max.
+clocks this machine's): p50, p99, max, of the ticks sent after a warm-up (``warm_s``: a
+running worker's markets have histories; a fresh one's first minute is reported apart).
 
 The same run's produce -> queryable lag of the facts (``arrival_lag_ms``) is reported
 beside it: a signal goes out at the end of the batch that makes its tick queryable, so
@@ -67,12 +68,12 @@ RULES = _rules()
 
 
 async def _produce_and_listen(s: Settings, markets: int, rate: float, seconds: float,
-                              ) -> tuple[int, list[float]]:
+                              ) -> tuple[int, list[tuple[float, float]]]:
     """Send ``rate`` ticks/s for ``seconds`` (stamped now) while reading the signals topic;
-    return (ticks sent, each signal's lag in ms)."""
+    return (ticks sent, (tick time, lag) in ms of each signal)."""
     consumer = AIOKafkaConsumer(**security.client_kwargs(s), enable_auto_commit=False)
     await consumer.start()
-    lags: list[float] = []
+    lags: list[tuple[float, float]] = []
     tps = [TopicPartition(s.signals_topic, p) for p in range(s.partitions)]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
@@ -82,7 +83,9 @@ async def _produce_and_listen(s: Settings, markets: int, rate: float, seconds: f
             batch = await consumer.getmany(timeout_ms=50)
             now = time.time() * 1000
             for records in batch.values():
-                lags.extend(now - orjson.loads(r.value)["ts"] for r in records)
+                for r in records:
+                    ts = orjson.loads(r.value)["ts"]
+                    lags.append((ts, now - ts))
 
     listener = asyncio.create_task(listen())
     try:
@@ -94,26 +97,37 @@ async def _produce_and_listen(s: Settings, markets: int, rate: float, seconds: f
     return sent, lags
 
 
+def _percentiles(lags: list[float]) -> dict[str, Any]:
+    q = sorted(lags)
+
+    def pct(p: float) -> float | None:
+        return round(q[min(len(q) - 1, int(p * len(q)))], 1) if q else None
+
+    return {"signals": len(q), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "max_ms": round(q[-1], 1) if q else None}
+
+
 def latency(bench: Bench, rules: Path, rate: float, seconds: float, markets: int,
-            ) -> dict[str, Any]:
+            warm_s: float = 0.0) -> dict[str, Any]:
+    """Tick -> signal latency of a fresh worker fed ``rate`` ticks/s for ``warm_s +
+    seconds``: the figures (``p50_ms``...) are of the ticks sent in the last ``seconds``,
+    ``first`` of those sent in the first ``warm_s`` (the worker's markets are new then:
+    their windows fill, every market's first signals fire)."""
     s = bench.settings(f"signals-latency-{int(rate)}", signals_rules=str(rules))
     bench.create(s)
     worker = WorkerProcess(s, "worker")
     worker.start()
     try:
         worker.wait_ready()
-        sent, lags = asyncio.run(_produce_and_listen(s, markets, rate, seconds))
+        started = time.time() * 1000
+        sent, lags = asyncio.run(_produce_and_listen(s, markets, rate, warm_s + seconds))
         facts = stats(worker)["arrival_lag_ms"]
     finally:
         worker.stop()
-    q = sorted(lags)
-
-    def pct(p: float) -> float | None:
-        return round(q[min(len(q) - 1, int(p * len(q)))], 1) if q else None
-
-    return {"rate": rate, "seconds": seconds, "markets": markets, "ticks_sent": sent,
-            "signals": len(q), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "max_ms": round(q[-1], 1) if q else None,
+    cut = started + warm_s * 1000
+    return {"rate": rate, "seconds": seconds, "warm_s": warm_s, "markets": markets,
+            "ticks_sent": sent, **_percentiles([lag for ts, lag in lags if ts >= cut]),
+            "first": _percentiles([lag for ts, lag in lags if ts < cut]),
             "facts_arrival_p50_ms": facts["p50"], "facts_arrival_p99_ms": facts["p99"]}
 
 
@@ -176,9 +190,9 @@ def worker_cost(bench: Bench, rules: Path, markets: int, ticks: int, runs: int,
 
 
 def run(bench: Bench, rate: float, seconds: float, markets: int, ticks: int, runs: int,
-        ) -> dict[str, Any]:
+        warm_s: float = 0.0) -> dict[str, Any]:
     rules = bench.home / "signal-rules.toml"
     rules.write_text(RULES)
-    return {"rules": 20, "latency": latency(bench, rules, rate, seconds, markets),
+    return {"rules": 20, "latency": latency(bench, rules, rate, seconds, markets, warm_s),
             "cost": cost(RULES, markets, ticks, runs),
             "worker_cost": worker_cost(bench, rules, markets, ticks, runs)}
