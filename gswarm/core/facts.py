@@ -345,6 +345,9 @@ def plan_prune(segment_keys: Iterable[bytes], retention_ms: int) -> list[bytes]:
     The window ends at the newest segment time in the partition; a segment is older when
     its first tick is more than ``retention_ms`` before that. A market's newest segment is
     always kept: it carries the market's latest values and record.
+
+    The definition, over every key: the pruner plans with :func:`plan_prune_seeking`,
+    which is tested to give the same keys.
     """
     by_market: dict[str, list[tuple[int, bytes]]] = {}
     newest = -1

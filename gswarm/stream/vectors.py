@@ -60,22 +60,23 @@ class VectorCache:
         self.builds: dict[int, asyncio.Task[None]] = {}
         #: partition -> market -> its newest raw vector, not in the index yet
         self.pending: dict[int, dict[str, F64]] = {}
-        self.pending_rows = 0
 
     def upsert(self, partition: int, markets: Sequence[str], raw: Iterable[F64]) -> None:
         """The ingest wrote these markets' records: their current raw alpha vectors (one
         row each). Applied to the index by :meth:`flush`."""
         self._index(partition)  # a partition new to this worker starts its rebuild now
-        rows = self.pending.setdefault(partition, {})
-        before = len(rows)
-        rows.update(zip(markets, raw, strict=True))
-        self.pending_rows += len(rows) - before
+        self.pending.setdefault(partition, {}).update(zip(markets, raw, strict=True))
         if self.pending_rows >= PENDING_ROWS:
             self.flush()
 
+    @property
+    def pending_rows(self) -> int:
+        """Markets whose vectors wait for the index."""
+        return sum(map(len, self.pending.values()))
+
     def flush(self) -> None:
         """Apply the pending upserts to the indexes (each partition's in one step)."""
-        pending, self.pending, self.pending_rows = self.pending, {}, 0
+        pending, self.pending = self.pending, {}
         for partition, rows in pending.items():
             self._index(partition).upsert(list(rows), np.vstack(list(rows.values())))
 
@@ -87,7 +88,6 @@ class VectorCache:
     async def ready(self, partitions: Iterable[int]) -> list[PartitionIndex]:
         """The complete indexes of ``partitions`` (waits for rebuilds under way), with
         every pending upsert applied."""
-        self.flush()
         out = []
         for partition in partitions:
             index = self._index(partition)
@@ -101,7 +101,7 @@ class VectorCache:
                 if failed is not None:
                     raise failed
             out.append(index)
-        self.flush()  # what the ingest wrote while a rebuild was awaited
+        self.flush()  # last: also what the ingest wrote while a rebuild was awaited
         return out
 
     def forget(self) -> None:
@@ -112,7 +112,6 @@ class VectorCache:
         self.builds.clear()
         self.parts.clear()
         self.pending.clear()
-        self.pending_rows = 0
 
     def nbytes(self) -> int:
         self.flush()
