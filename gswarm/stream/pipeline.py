@@ -268,7 +268,18 @@ class Ingest:
         self.fresh_partitions: set[int] = set()  # partitions with new facts in this batch
 
     async def handle(self, events: Sequence[EventT[Any]]) -> None:
-        """One batch: events of a :class:`~gswarm.stream.delivery.RunTopic` (runs of records)."""
+        """One batch: events of a :class:`~gswarm.stream.delivery.RunTopic` (runs of records).
+
+        Its facts-table changes reach the producer at its end, even if it fails midway
+        (:meth:`~gswarm.stream.tables.FactTable.flush_changelog`), before the batch's
+        runs are acked.
+        """
+        try:
+            await self._handle(events)
+        finally:
+            await self.facts.flush_changelog()
+
+    async def _handle(self, events: Sequence[EventT[Any]]) -> None:
         started = time.perf_counter()
         began = (time.time(), time.process_time())
         groups: dict[str, list[Arrival]] = defaultdict(list)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import pytest
+import rocksdict
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 from gswarm.config import Settings
-from gswarm.core.facts import MAX_SEGMENT_TICKS
+from gswarm.core.facts import MAX_SEGMENT_TICKS, SEGMENT, split_segment_key
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.runner import WorkerProcess
 from tests.stream.conftest import produce_messages, produce_ticks, wait_consumed, wait_for
@@ -22,6 +26,7 @@ from tests.stream.truth import ground_truth
 pytestmark = pytest.mark.timeout(300)
 
 BIG = MAX_SEGMENT_TICKS + 500  # ticks of one market in one message
+OFFSET_KEY = b"__faust\0offset__"  # Faust's key of a database's persisted changelog offset
 
 
 async def changelog_messages(settings: Settings) -> int:
@@ -99,3 +104,59 @@ def test_restart_from_changelog_gives_the_same_later_vectors(
         assert latest["alpha"] == truth.records[market].latest["alpha"]
         assert latest["ticks"] == truth.records[market].n
 
+
+
+async def changelog_records(settings: Settings) -> dict[int, list[Any]]:
+    """Every message of the facts changelog, by partition, in offset order."""
+    topic = f"{settings.app_id}-facts-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                out[tp.partition] += records
+        return out
+    finally:
+        await consumer.stop()
+
+
+def test_every_change_reaches_the_changelog_in_order_with_its_offset_persisted(
+    app_settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    """The facts table's changes go to the changelog per batch (FactTable.send_changelog
+    queues them, the end of the batch sends them as record batches): each segment the
+    worker wrote is there once, each market's segments in the order they were written,
+    the stored values are the changelog's, and each partition's persisted changelog
+    offset (from which a restart recovers) is its last message."""
+    ticks = list(synthetic_ticks(markets=40, count=3000, seed=8))
+    worker = workers(app_settings)
+    produce_ticks(app_settings, ticks[:1000])  # read live, in many small batches
+    wait_consumed(worker, 1000)
+    produce_ticks(app_settings, ticks[1000:])
+    stats = wait_consumed(worker, len(ticks))
+    worker.stop()  # stops cleanly: everything sent and acknowledged
+    records = asyncio.run(changelog_records(app_settings))
+    segments = [r for recs in records.values() for r in recs if r.key[:1] == SEGMENT]
+    assert len(segments) == stats["segments"] > stats["batches"]
+    assert len({r.key for r in segments}) == len(segments)
+    for partition, recs in records.items():
+        firsts: dict[str, list[int]] = defaultdict(list)
+        for r in recs:
+            if r.key[:1] == SEGMENT:
+                market, _, seq = split_segment_key(r.key)
+                firsts[market].append(seq)
+        assert all(seqs == sorted(seqs) for seqs in firsts.values()), partition
+        [path] = worker.datadir.glob(f"**/facts-{partition}.db")
+        db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+        try:
+            assert all(db[r.key] == r.value for r in recs if r.value is not None)
+            assert int(cast(bytes, db[OFFSET_KEY])) == (recs[-1].offset if recs else -1), partition
+        finally:
+            db.close()
