@@ -119,7 +119,17 @@ class FactTable(GswarmTable):
             return
         self._outbox = {}
         producer = cast(RunProducer, self.app.producer)  # the gswarm:// transport's
-        await producer.send_runs(self.changelog_topic.get_topic_name(), outbox, self._sent)
+        try:
+            await producer.send_runs(self.changelog_topic.get_topic_name(), outbox,
+                                     self._sent)
+        except Exception as exc:
+            # The changes not handed over are gone from the queue. Later batches must not
+            # reach the changelog without them (each partition's changelog is a prefix of
+            # its writes: Ingest.resend relies on it), so the worker stops; its successor
+            # reads on from the committed offsets, which these changes never passed.
+            self.log.error("changelog of %s not sent: %r", self.name, exc)
+            await self.app.crash(exc)
+            raise
 
     def _sent(self, partition: int, offset: int) -> None:
         # Faust's _on_changelog_sent, once per batch instead of once per message
