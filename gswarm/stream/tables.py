@@ -107,11 +107,6 @@ class FactTable(GswarmTable):
             queued = self._queued[partition] = _Queued(partition)
         return queued
 
-    @property
-    def queued_changes(self) -> int:
-        """Changes written to the store and not handed to the producer yet."""
-        return sum(map(len, (self._outbox or {}).values()))
-
     async def flush_changelog(self) -> None:
         """Hand every queued change to the producer (see the class doc)."""
         outbox = self._outbox
