@@ -699,28 +699,36 @@ Change = tuple[bytes, bytes | None]
 
 
 class RunProducer(aiokafka_driver.Producer):
-    """Faust's aiokafka producer; knows which buffered messages are not acknowledged yet.
+    """Faust's aiokafka producer; knows which messages are not acknowledged yet.
 
     Table writes (changelog messages) go through ``send_soon`` into Faust's buffer, whose
-    sender hands them to aiokafka one at a time; each one's future completes when the
-    broker acknowledged it (or the send failed).
+    sender hands them to aiokafka one at a time, or through :meth:`send_runs` as record
+    batches; each one's future completes when the broker acknowledged it (or the send
+    failed).
     """
 
     _unacked: set[asyncio.Future[Any]] | None = None
 
-    def send_soon(self, fut: Any) -> None:
+    def _track(self, fut: Any) -> None:
+        """Count ``fut`` as not acknowledged until it is done (:meth:`acknowledged`)."""
         if self._unacked is None:
             self._unacked = set()
         self._unacked.add(fut)
         fut.add_done_callback(self._unacked.discard)
+
+    async def _slow_down(self) -> None:
+        delay = _FAULTS.get(self.app, Faults()).produce_delay_s
+        if delay:
+            await asyncio.sleep(delay)  # fault injection: a slow producer
+
+    def send_soon(self, fut: Any) -> None:
+        self._track(fut)
         super().send_soon(fut)
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,
                    partition: int | None, timestamp: float | None, headers: Any, *,
                    transactional_id: str | None = None) -> Any:
-        delay = _FAULTS.get(self.app, Faults()).produce_delay_s
-        if delay:
-            await asyncio.sleep(delay)  # fault injection: a slow producer
+        await self._slow_down()
         return await super().send(topic, key, value, partition, timestamp, headers,
                                   transactional_id=transactional_id)
 
@@ -740,9 +748,7 @@ class RunProducer(aiokafka_driver.Producer):
         refuses for good crashes the worker (its messages would be missing from the
         changelog, and a commit would pass them).
         """
-        delay = _FAULTS.get(self.app, Faults()).produce_delay_s
-        if delay:
-            await asyncio.sleep(delay)  # fault injection: a slow producer
+        await self._slow_down()
         producer = self._ensure_producer()
         for partition, changes in runs.items():
             batch = producer.create_batch()
@@ -777,10 +783,7 @@ class RunProducer(aiokafka_driver.Producer):
             self.add_future(self.app.crash(exc))
 
         fut.add_done_callback(done)
-        if self._unacked is None:
-            self._unacked = set()
-        self._unacked.add(fut)
-        fut.add_done_callback(self._unacked.discard)
+        self._track(fut)
 
     async def acknowledged(self, timeout: float) -> int:
         """Wait until every message buffered so far is acknowledged (or failed), at most

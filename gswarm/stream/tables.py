@@ -87,7 +87,6 @@ class FactTable(GswarmTable):
 
     store_class = FactStore
     _outbox: dict[int, list[Change]] | None = None
-    _queued: dict[int, _Queued] | None = None
 
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:
@@ -96,16 +95,9 @@ class FactTable(GswarmTable):
             raise TypeError(f"facts changes are bytes on a known partition, not "
                             f"{type(key).__name__} -> {type(value).__name__} on {partition}")
         if self._outbox is None:
-            self._outbox, self._queued = {}, {}
-        assert self._queued is not None
-        queue = self._outbox.get(partition)
-        if queue is None:
-            queue = self._outbox[partition] = []
-        queue.append((key, value))
-        queued = self._queued.get(partition)
-        if queued is None:
-            queued = self._queued[partition] = _Queued(partition)
-        return queued
+            self._outbox = {}
+        self._outbox.setdefault(partition, []).append((key, value))
+        return _Queued(partition)
 
     async def flush_changelog(self) -> None:
         """Hand every queued change to the producer (see the class doc)."""
