@@ -28,7 +28,7 @@ def test_behind_during_a_backlog_and_zero_once_caught_up(
 ) -> None:
     """With a backlog, the worker fetches far ahead of what it has processed; the lag it
     reports (dashboard, /api/stats, /api/cluster) must count what it has not processed."""
-    n = 60_000
+    n = 200_000  # a backlog of several seconds for a worker at ~20k ticks/s
     produce_ticks(app_settings, synthetic_ticks(markets=200, count=n, seed=5))
     worker = workers(app_settings)
     samples = 0
