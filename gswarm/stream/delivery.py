@@ -708,6 +708,8 @@ class RunProducer(aiokafka_driver.Producer):
     """
 
     _unacked: set[asyncio.Future[Any]] | None = None
+    #: the first send that failed (sticky: no commit may follow it, see :meth:`acknowledged`)
+    failed: BaseException | None = None
 
     def _track(self, fut: Any) -> None:
         """Count ``fut`` as not acknowledged until it is done (:meth:`acknowledged`)."""
@@ -715,6 +717,11 @@ class RunProducer(aiokafka_driver.Producer):
             self._unacked = set()
         self._unacked.add(fut)
         fut.add_done_callback(self._unacked.discard)
+        fut.add_done_callback(self._note_failure)
+
+    def _note_failure(self, fut: asyncio.Future[Any]) -> None:
+        if self.failed is None and not fut.cancelled() and fut.exception() is not None:
+            self.failed = fut.exception()
 
     async def _slow_down(self) -> None:
         delay = _FAULTS.get(self.app, Faults()).produce_delay_s
@@ -786,14 +793,26 @@ class RunProducer(aiokafka_driver.Producer):
         self._track(fut)
 
     async def acknowledged(self, timeout: float) -> int:
-        """Wait until every message buffered so far is acknowledged (or failed), at most
-        ``timeout`` s; then flush aiokafka (messages sent directly, e.g. dead letters).
-        Returns how many are still not acknowledged (0: all are)."""
+        """Wait until every message buffered so far is acknowledged, at most ``timeout``
+        s; then flush aiokafka (messages sent directly, e.g. dead letters). Returns how
+        many are still not acknowledged (0: all are).
+
+        Once a send has failed, or the producer crashed (its buffer sends nothing more),
+        nothing is acknowledged any more (at least 1, at once): a change the changelog
+        lacks must not be passed by a commit. The worker stops (a failure crashes it);
+        its successor reads on from the last commit, and a restart on the same store sends
+        the missing changes again (``Ingest.resend``). A failed send used to count as
+        done, and a crashed worker's last commit waited ``timeout`` for a buffer that
+        would never send.
+        """
         pending = set(self._unacked or ())
-        if pending:
+        if self.failed is None and not self.crashed and pending:
             _, late = await asyncio.wait(pending, timeout=timeout)
             if late:
                 return len(late)
+        if self.failed is not None or self.crashed:
+            self.log.error("not acknowledged: %s", self.failed or "the producer crashed")
+            return max(1, len(self._unacked or ()))
         await self.flush()
         return 0
 

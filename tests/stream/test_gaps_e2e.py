@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
@@ -242,3 +244,66 @@ def test_a_backlog_of_one_busy_market_fits_kafkas_message_size(
     assert fresh.get(f"/api/markets/{market}")["ticks"] == len(ticks)
     history = fresh.get(f"/api/markets/{market}/history?limit=10000")["points"]
     assert len(history) == 10_000
+
+
+async def set_changelog_max_bytes(s: Settings, value: str) -> str:
+    """Change the facts changelog's ``max.message.bytes`` (under a running worker);
+    returns the value it had."""
+    topic = f"{s.app_id}-facts-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.broker)
+    await admin.start()
+    try:
+        was = str((await topics.describe(admin, [topic]))[topic]["configs"]["max.message.bytes"])
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})])
+        for _ in range(100):  # the broker applies topic configs asynchronously
+            seen = await topics.describe(admin, [topic])
+            if seen[topic]["configs"]["max.message.bytes"] == value:
+                return was
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{topic}: max.message.bytes never became {value}")
+    finally:
+        await admin.close()
+
+
+def test_a_changelog_send_the_broker_refuses_is_never_committed_past(
+    settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
+) -> None:
+    """The broker refuses the changelog batches of a wave (its ``max.message.bytes`` was
+    lowered under the worker): the worker must stop, and commit no offset past the ticks
+    whose changes the changelog lacks. A successor recovering from the changelog alone,
+    then reading on from the committed offsets, equals the calm run.
+
+    A failed send used to count as acknowledged, so a commit could pass the lost changes;
+    and the crashed worker never exited: its last commit waited for a message its crashed
+    producer would never send."""
+    ticks = list(synthetic_ticks(markets=8, count=800, seed=46))
+    markets = sorted({t["market"] for t in ticks})
+    first, second = ticks[:400], ticks[400:]
+    # the second wave as one message per market: segments of ~50 ticks, several KB each
+    arrays = [[t for t in second if t["market"] == m] for m in markets]
+    wave = [(a[0]["market"].encode(), orjson.dumps(a)) for a in arrays if a]
+
+    calm_s = make(settings_factory)
+    calm = workers(calm_s, "calm")
+    produce_ticks(calm_s, first)
+    asyncio.run(produce_messages(calm_s, wave))
+    wait_consumed(calm, len(ticks), field="ticks")
+
+    s = make(settings_factory, commit_interval_s=0.2)
+    w = workers(s, "w1")
+    produce_ticks(s, first)
+    wait_consumed(w, len(first), field="ticks")
+    limit = asyncio.run(set_changelog_max_bytes(s, "1000"))
+    asyncio.run(produce_messages(s, wave))
+    assert w.proc is not None
+    assert w.proc.wait(60) != 0, "the worker stops on its own, as crashed"
+    log = w.log_path.read_text()
+    assert "were not sent" in log and "MessageSizeTooLarge" in log
+
+    asyncio.run(set_changelog_max_bytes(s, limit))
+    shutil.rmtree(w.datadir)
+    fresh = workers(s, "fresh")
+    wait_consumed(fresh, len(wave), field="messages")
+    same_state(fresh, calm, markets)
+    assert sketch_digests(fresh) == sketch_digests(calm)
