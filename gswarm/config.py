@@ -173,6 +173,12 @@ class Settings:
         "RocksDB memory of a worker: one block cache shared by every table partition's "
         "database, with their write buffers (up to half) charged to it.",
     )
+    memory_trim_s: float = _setting(
+        "GSWARM_MEMORY_TRIM_S", 5.0,
+        "How often a worker gives the free memory of its heap back to the OS (glibc's "
+        "malloc_trim, from a thread), so RSS follows what it holds rather than the "
+        "high-water mark of its largest batches. 0 turns it off; a no-op without glibc.",
+    )
     commit_interval_s: float = _setting(
         "GSWARM_COMMIT_INTERVAL_S", 1.0,
         "How often a worker commits consumed offsets (redelivery after a crash is bounded "
@@ -331,6 +337,7 @@ class Settings:
             ("fetch_wait_ms", 1 <= self.fetch_wait_ms <= 30_000, "in [1, 30000]"),
             ("batch_within_s", self.batch_within_s > 0, "> 0"),
             ("rocksdb_memory_mb", self.rocksdb_memory_mb >= 8, ">= 8"),
+            ("memory_trim_s", self.memory_trim_s >= 0, ">= 0"),
             ("commit_interval_s", self.commit_interval_s > 0, "> 0"),
             ("session_timeout_s", self.session_timeout_s >= 1, ">= 1"),
             ("peer_probe_s", self.peer_probe_s >= 0, ">= 0"),

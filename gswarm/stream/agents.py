@@ -3,6 +3,7 @@ after ``batch_within_s`` (see gswarm/stream/delivery.py for runs)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, cast
@@ -14,6 +15,7 @@ from gswarm.core.lag import behind
 from gswarm.core.signals import RuleSet, load_rules
 from gswarm.stream.app import app, settings
 from gswarm.stream.delivery import RunConsumer, before_commit
+from gswarm.stream.memory import trimmer
 from gswarm.stream.pipeline import Ingest, control_message, counters
 from gswarm.stream.tables import (
     SKETCH_KEY,
@@ -152,3 +154,14 @@ async def log_throughput() -> None:
         counters.ticks, rate, counters.messages, sum(counters.dead_letters.values()),
         counters.duplicates,
     )
+
+
+_release = trimmer() if settings.memory_trim_s > 0 else None
+if _release is not None:
+    release = _release
+
+    @app.timer(interval=settings.memory_trim_s)  # type: ignore[untyped-decorator]
+    async def trim_memory() -> None:
+        """Give the heap's free memory back to the OS (gswarm.stream.memory), from a
+        thread: the event loop goes on meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(None, release)
