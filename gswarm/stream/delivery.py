@@ -720,8 +720,14 @@ class RunProducer(aiokafka_driver.Producer):
         fut.add_done_callback(self._note_failure)
 
     def _note_failure(self, fut: asyncio.Future[Any]) -> None:
-        if self.failed is None and not fut.cancelled() and fut.exception() is not None:
-            self.failed = fut.exception()
+        """The first send that fails stops the worker (its changes would be missing from
+        the changelog, or its dead letter or signal from their topic): a restart sends
+        them again from its store, or processes their messages again."""
+        exc = None if fut.cancelled() else fut.exception()
+        if self.failed is None and exc is not None:
+            self.failed = exc
+            self.log.error("a produced message was not sent: %r; stopping", exc)
+            self.add_future(self.app.crash(exc))
 
     async def _slow_down(self) -> None:
         delay = _FAULTS.get(self.app, Faults()).produce_delay_s
@@ -736,8 +742,10 @@ class RunProducer(aiokafka_driver.Producer):
                    partition: int | None, timestamp: float | None, headers: Any, *,
                    transactional_id: str | None = None) -> Any:
         await self._slow_down()
-        return await super().send(topic, key, value, partition, timestamp, headers,
-                                  transactional_id=transactional_id)
+        fut = await super().send(topic, key, value, partition, timestamp, headers,
+                                 transactional_id=transactional_id)
+        self._track(fut)  # dead letters, signals: a commit waits for them too
+        return fut
 
     async def send_runs(self, topic: str, runs: Mapping[int, Sequence[Change]],
                         on_sent: Callable[[int, int], None]) -> None:
@@ -752,8 +760,7 @@ class RunProducer(aiokafka_driver.Producer):
         message: a quarter of the main thread at 1,000 ticks/s, py-spy 2026-11-29). A
         record batch costs that once. Each batch's future is tracked like a buffered
         message (:meth:`acknowledged`: a commit waits for it). A batch the broker
-        refuses for good crashes the worker (its messages would be missing from the
-        changelog, and a commit would pass them).
+        refuses for good crashes the worker (:meth:`_note_failure`).
         """
         await self._slow_down()
         producer = self._ensure_producer()
@@ -784,10 +791,9 @@ class RunProducer(aiokafka_driver.Producer):
             exc = fut.exception()
             if exc is None:
                 on_sent(partition, fut.result().offset + count - 1)
-                return
-            self.log.error("%d messages to %s[%d] were not sent: %r", count, topic,
-                           partition, exc)
-            self.add_future(self.app.crash(exc))
+            else:  # _note_failure stops the worker
+                self.log.error("%d messages to %s[%d] were not sent: %r", count, topic,
+                               partition, exc)
 
         fut.add_done_callback(done)
         self._track(fut)
@@ -799,7 +805,8 @@ class RunProducer(aiokafka_driver.Producer):
 
         Once a send has failed, or the producer crashed (its buffer sends nothing more),
         nothing is acknowledged any more (at least 1, at once): a change the changelog
-        lacks must not be passed by a commit. The worker stops (a failure crashes it);
+        lacks, or a dead letter its topic lacks, must not be passed by a commit. The
+        worker stops (:meth:`_note_failure` crashes it);
         its successor reads on from the last commit, and a restart on the same store sends
         the missing changes again (``Ingest.resend``). A failed send used to count as
         done, and a crashed worker's last commit waited ``timeout`` for a buffer that

@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from gswarm.config import Settings
 from gswarm.kafka import topics
@@ -115,3 +117,22 @@ def wait_consumed(
 
     wait_for(done, timeout, f"{field} >= {messages}")
     return stats
+
+
+async def set_max_message_bytes(s: Settings, topic: str, value: str) -> str:
+    """Change ``topic``'s ``max.message.bytes`` (under a running worker: the broker then
+    refuses larger batches); returns the value it had."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.broker)
+    await admin.start()
+    try:
+        was = str((await topics.describe(admin, [topic]))[topic]["configs"]["max.message.bytes"])
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})])
+        for _ in range(100):  # the broker applies topic configs asynchronously
+            seen = await topics.describe(admin, [topic])
+            if seen[topic]["configs"]["max.message.bytes"] == value:
+                return was
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{topic}: max.message.bytes never became {value}")
+    finally:
+        await admin.close()

@@ -10,11 +10,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
 
 from gswarm.config import Settings
 from gswarm.runner import WorkerProcess
 from tests.core.test_ticks import CASES, GOOD
-from tests.stream.conftest import produce_messages, wait_consumed
+from tests.stream.conftest import produce_messages, set_max_message_bytes, wait_consumed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -153,3 +154,47 @@ def test_market_metadata_messages_bad_ones_dead_lettered_good_ones_queryable(
     letters = asyncio.run(read_deadletters(settings, 3))
     assert sorted(h["gswarm-reason"].decode() for _, h in letters) == [
         "bad_metadata", "bad_metadata", "wrong_partition"]
+
+
+def test_a_dead_letter_the_broker_refuses_stops_the_worker_and_comes_again(
+    app_settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    """A dead letter is never lost: one the broker refuses (the dead-letter topic's
+    ``max.message.bytes`` lowered under the worker) stops the worker before any commit
+    passes its message; restarted with the limit back, the worker dead-letters it once.
+
+    Before, a send that failed counted as done: the commit after it passed the bad
+    message, and its dead letter was gone."""
+    worker = workers(app_settings)
+    good = [orjson.dumps({**GOOD, "ts": 1_000 + i}) for i in range(20)]
+    asyncio.run(produce_messages(app_settings, ((b"m-1", v) for v in good)))
+    wait_consumed(worker, len(good))
+    topic = app_settings.deadletter_topic
+    limit = asyncio.run(set_max_message_bytes(app_settings, topic, "1024"))
+    bad = b"{" + b"x" * 3000  # not JSON; its dead letter is over 1024 bytes
+    asyncio.run(produce_messages(app_settings, [(b"m-1", bad)]))
+    assert worker.proc is not None
+    assert worker.proc.wait(60) != 0, "the worker stops on its own, as crashed"
+    assert "MessageSizeTooLarge" in worker.log_path.read_text()
+
+    asyncio.run(set_max_message_bytes(app_settings, topic, limit))
+    again = workers(app_settings, "w1")  # the same store
+    wait_consumed(again, 1)  # the bad message, delivered again (never committed)
+    letters = asyncio.run(read_deadletters(app_settings, 1))
+    assert [value for value, _ in letters] == [bad]
+    assert asyncio.run(records_in(app_settings, topic)) == 1
+    assert again.get(f"/api/markets/{GOOD['market']}")["ticks"] == len(good)
+
+
+async def records_in(settings: Settings, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()

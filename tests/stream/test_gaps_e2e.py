@@ -17,8 +17,6 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from gswarm.config import Settings
 from gswarm.feeds.synthetic import synthetic_ticks
@@ -27,7 +25,13 @@ from gswarm.ports import free_port
 from gswarm.runner import WorkerProcess
 from gswarm.stream.pipeline import control_message
 from tests.stream.compare import same_state, sketch_digests
-from tests.stream.conftest import produce_messages, produce_ticks, wait_consumed, wait_for
+from tests.stream.conftest import (
+    produce_messages,
+    produce_ticks,
+    set_max_message_bytes,
+    wait_consumed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(400)
 HOUR_S = 3600.0
@@ -246,26 +250,6 @@ def test_a_backlog_of_one_busy_market_fits_kafkas_message_size(
     assert len(history) == 10_000
 
 
-async def set_changelog_max_bytes(s: Settings, value: str) -> str:
-    """Change the facts changelog's ``max.message.bytes`` (under a running worker);
-    returns the value it had."""
-    topic = f"{s.app_id}-facts-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.broker)
-    await admin.start()
-    try:
-        was = str((await topics.describe(admin, [topic]))[topic]["configs"]["max.message.bytes"])
-        await admin.alter_configs([ConfigResource(
-            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": value})])
-        for _ in range(100):  # the broker applies topic configs asynchronously
-            seen = await topics.describe(admin, [topic])
-            if seen[topic]["configs"]["max.message.bytes"] == value:
-                return was
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{topic}: max.message.bytes never became {value}")
-    finally:
-        await admin.close()
-
-
 def test_a_changelog_send_the_broker_refuses_is_never_committed_past(
     settings_factory: Callable[..., Settings], workers: Callable[..., WorkerProcess],
 ) -> None:
@@ -294,14 +278,15 @@ def test_a_changelog_send_the_broker_refuses_is_never_committed_past(
     w = workers(s, "w1")
     produce_ticks(s, first)
     wait_consumed(w, len(first), field="ticks")
-    limit = asyncio.run(set_changelog_max_bytes(s, "1000"))
+    changelog = f"{s.app_id}-facts-changelog"
+    limit = asyncio.run(set_max_message_bytes(s, changelog, "1000"))
     asyncio.run(produce_messages(s, wave))
     assert w.proc is not None
     assert w.proc.wait(60) != 0, "the worker stops on its own, as crashed"
     log = w.log_path.read_text()
     assert "were not sent" in log and "MessageSizeTooLarge" in log
 
-    asyncio.run(set_changelog_max_bytes(s, limit))
+    asyncio.run(set_max_message_bytes(s, changelog, limit))
     shutil.rmtree(w.datadir)
     fresh = workers(s, "fresh")
     wait_consumed(fresh, len(wave), field="messages")
