@@ -806,11 +806,10 @@ class RunProducer(aiokafka_driver.Producer):
         Once a send has failed, or the producer crashed (its buffer sends nothing more),
         nothing is acknowledged any more (at least 1, at once): a change the changelog
         lacks, or a dead letter its topic lacks, must not be passed by a commit. The
-        worker stops (:meth:`_note_failure` crashes it);
-        its successor reads on from the last commit, and a restart on the same store sends
-        the missing changes again (``Ingest.resend``). A failed send used to count as
-        done, and a crashed worker's last commit waited ``timeout`` for a buffer that
-        would never send.
+        worker stops (:meth:`_note_failure` crashes it); its successor reads on from the
+        last commit, and a restart on the same store sends the missing changes again
+        (``Ingest.resend``). A failed send used to count as done, and a crashed worker's
+        last commit waited ``timeout`` for a buffer that would never send.
         """
         pending = set(self._unacked or ())
         if self.failed is None and not self.crashed and pending:

@@ -7,8 +7,8 @@ stays in glibc's heaps, fragmented between live blocks, and counts in the proces
 until a later batch reuses it; so RSS climbed to the high-water mark of the largest
 batches and stayed there (a lean worker at 100,000 markets and 5,000 ticks/s: 288 to 338
 MB within one 15 s sample, at a backlog of 16,000 ticks, and never back).
-``malloc_trim(0)`` returns the free pages of every heap (in 10-12 ms for this worker;
-33-57 MB each time, measured 2026-11-29).
+``malloc_trim(0)`` returns the free pages of every heap (in 10-23 ms for this worker;
+33-60 MB each time, measured 2026-11-29).
 
 :func:`trimmer` finds it in the process's C library; elsewhere (musl, macOS) there is
 none and nothing is trimmed. The worker calls it from a thread every

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import TopicPartition
 
 from gswarm.config import Settings
 from gswarm.kafka import topics
@@ -136,3 +137,18 @@ async def set_max_message_bytes(s: Settings, topic: str, value: str) -> str:
         raise AssertionError(f"{topic}: max.message.bytes never became {value}")
     finally:
         await admin.close()
+
+
+async def records_in(settings: Settings, topic: str) -> int:
+    """Messages ever written to ``topic``: the sum of its partitions' end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()

@@ -20,7 +20,13 @@ from gswarm.config import Settings
 from gswarm.core.facts import MAX_SEGMENT_TICKS, SEGMENT, split_segment_key
 from gswarm.feeds.synthetic import synthetic_ticks
 from gswarm.runner import WorkerProcess
-from tests.stream.conftest import produce_messages, produce_ticks, wait_consumed, wait_for
+from tests.stream.conftest import (
+    produce_messages,
+    produce_ticks,
+    records_in,
+    wait_consumed,
+    wait_for,
+)
 from tests.stream.truth import ground_truth
 
 pytestmark = pytest.mark.timeout(300)
@@ -30,21 +36,7 @@ OFFSET_KEY = b"__faust\0offset__"  # Faust's key of a database's persisted chang
 
 
 async def changelog_messages(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None)
-    await consumer.start()
-    try:
-        topic = f"{settings.app_id}-facts-changelog"
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        from aiokafka.structs import TopicPartition
-
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
+    return await records_in(settings, f"{settings.app_id}-facts-changelog")
 
 
 def test_at_most_one_changelog_message_per_market_per_batch(

@@ -10,12 +10,16 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from aiokafka.structs import TopicPartition
 
 from gswarm.config import Settings
 from gswarm.runner import WorkerProcess
 from tests.core.test_ticks import CASES, GOOD
-from tests.stream.conftest import produce_messages, set_max_message_bytes, wait_consumed
+from tests.stream.conftest import (
+    produce_messages,
+    records_in,
+    set_max_message_bytes,
+    wait_consumed,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -185,16 +189,3 @@ def test_a_dead_letter_the_broker_refuses_stops_the_worker_and_comes_again(
     assert asyncio.run(records_in(app_settings, topic)) == 1
     assert again.get(f"/api/markets/{GOOD['market']}")["ticks"] == len(good)
 
-
-async def records_in(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
